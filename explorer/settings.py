@@ -1,0 +1,62 @@
+"""Where the explorer looks for things, and the few limits it enforces.
+
+Everything here is read from the environment once per call (cheap), so tests can point the app
+at a temporary runs root with ``monkeypatch.setenv`` before starting an ``AppTest``.
+
+- ``SUBCLASS_EXPLORER_RUNS``: the runs root (default ``./runs``); every run is one folder below it.
+- ``SUBCLASS_EXPLORER_DATA_ROOTS``: ``os.pathsep``-separated folders the training form may read
+  (default: ``./data`` and ``../shared/data`` when they exist).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RUNS_ENV = "SUBCLASS_EXPLORER_RUNS"
+DATA_ROOTS_ENV = "SUBCLASS_EXPLORER_DATA_ROOTS"
+
+DEMO_NAME = "demo"                 # the first-launch run folder under the runs root
+DEMO_SPEC = "synthetic"            # 4,000 generated faces, a couple of CPU minutes
+DEMO_EPOCHS = int(os.environ.get("SUBCLASS_EXPLORER_DEMO_EPOCHS", "0") or 0)  # 0: pipeline default
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # keep in step with .streamlit/config.toml server.maxUploadSize
+MAX_UPLOAD_PIXELS = 4096 * 4096    # refuse decompression bombs before decoding
+GALLERY_MAX = 64                   # images in one gallery page
+THUMB_PX = 72                      # on-page width of a gallery thumbnail
+QUEUE_PAGE = 12                    # mislabel candidates per page
+POLL_S = 1.0                       # how often the job fragment re-reads progress
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get(RUNS_ENV) or "runs").expanduser().resolve()
+
+
+def data_roots() -> list[Path]:
+    """The folders the training form may read from, resolved, existing ones only."""
+    raw = os.environ.get(DATA_ROOTS_ENV)
+    if raw is not None and raw.strip():
+        cands = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+    else:
+        cands = [Path("data"), Path("..") / "shared" / "data"]
+    out: list[Path] = []
+    for p in cands:
+        try:
+            r = p.resolve()
+        except OSError:
+            continue
+        if r.is_dir() and r not in out:
+            out.append(r)
+    return out
+
+
+def under_data_roots(path: str | Path, roots: list[Path] | None = None) -> Path | None:
+    """``path`` resolved if it lies under one of the data roots (symlinks followed), else None."""
+    roots = data_roots() if roots is None else roots
+    try:
+        p = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+    for r in roots:
+        if p == r or p.is_relative_to(r):
+            return p
+    return None

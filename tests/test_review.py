@@ -1,0 +1,160 @@
+"""explorer.review: the only writer of <run>/review.sqlite."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import threading
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from explorer import review
+from explorer.review import ReviewError, ReviewStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    (tmp_path / "run").mkdir()
+    return ReviewStore(tmp_path / "run")
+
+
+def items_frame(n=6):
+    return pd.DataFrame({
+        "id": [f"img{i}" for i in range(n)],
+        "path": [f"/data/{i}.png" for i in range(n)],
+        "source": ["synthetic"] * n,
+        "split": ["train"] * n,
+        "label": [i % 2 for i in range(n)],
+        "label_name": ["happy" if i % 2 else "=cmd()" for i in range(n)],
+    })
+
+
+def test_reads_on_a_fresh_run_create_nothing(store):
+    assert store.decisions().empty and store.tags().empty
+    assert store.subclass_names() == {}
+    assert store.counts()["flag"] == 0
+    assert not store.path.exists()
+
+
+def test_wal_mode_and_decisions_round_trip(store):
+    assert store.decide(["img1", "img2"], "flag", source="queue") == 2
+    store.decide("img3", "relabel", proposed_label="  happy \n")
+    store.decide("img1", "keep")
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    d = store.decision_map()
+    assert d == {"img1": ("keep", None), "img2": ("flag", None), "img3": ("relabel", "happy")}
+    assert store.counts() == {"keep": 1, "flag": 1, "relabel": 1, "tagged": 0}
+    assert store.undecide("img2") == 1
+    assert "img2" not in store.decision_map()
+    actions = [e["action"] for e in store.log()]
+    assert actions == ["undecide", "decide", "decide", "decide"]
+
+
+def test_bad_actions_are_refused_and_leave_nothing(store):
+    with pytest.raises(ReviewError):
+        store.decide("img1", "delete")
+    with pytest.raises(ReviewError):
+        store.decide("img1", "relabel", proposed_label="   ")
+    with pytest.raises(ReviewError):
+        store.decide([], "flag")
+    with pytest.raises(ReviewError):
+        store.tag("img1", "x" * 200)
+    assert store.decisions().empty
+
+
+def test_an_action_is_one_transaction(store, monkeypatch):
+    store.flag("img0")
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    # The log line is written last inside the action's transaction: failing there must roll back
+    # the decisions written before it.
+    monkeypatch.setattr(review.json, "dumps", boom)
+    with pytest.raises(RuntimeError):
+        store.flag(["img1", "img2"])
+    monkeypatch.undo()
+    assert set(store.decision_map()) == {"img0"}
+
+
+def test_flag_and_tag_keeps_a_proposed_label(store):
+    store.decide("a", "relabel", proposed_label="sad")
+    store.flag_and_tag(["a", "b"], flag=True, tag="glasses", source="map")
+    assert store.decision_map() == {"a": ("relabel", "sad"), "b": ("flag", None)}
+    assert sorted(store.tags()["item_id"]) == ["a", "b"]
+    assert store.tag_names() == ["glasses"]
+    store.untag("a", "glasses")
+    assert list(store.tags()["item_id"]) == ["b"]
+    with pytest.raises(ReviewError):
+        store.flag_and_tag(["a"], flag=False, tag="")
+
+
+def test_subclass_names_rename_and_clear(store):
+    store.name_subclass(3, "babies")
+    store.name_subclass(3, "babies and toddlers")
+    store.name_subclass(5, "<b>glasses</b>")
+    assert store.subclass_names() == {3: "babies and toddlers", 5: "<b>glasses</b>"}
+    store.name_subclass(3, "")
+    assert store.subclass_names() == {5: "<b>glasses</b>"}
+
+
+def test_concurrent_writers_lose_nothing(store):
+    store.flag("warmup")
+
+    def work(k):
+        for j in range(15):
+            store.tag(f"t{k}-{j}", f"tag{k}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.tags()) == 60
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(max_size=120))
+def test_clean_text_is_one_short_line_or_refused(text):
+    try:
+        s = review.clean_text(text)
+    except ReviewError:
+        return
+    assert s and len(s) <= review.MAX_TEXT
+    assert "\n" not in s and "\r" not in s and s == s.strip()
+
+
+def test_exports(store):
+    items = items_frame()
+    mis = pd.DataFrame({"score": [0.1, 0.9, 0.5, 0.2, 0.3, 0.4], "suggested_name": ["happy"] * 6})
+    store.decide(["img4", "img1"], "flag")
+    store.decide("img2", "relabel", proposed_label="happy")
+    store.decide("img3", "keep")
+    store.tag(["img1"], "-blurry")
+    store.flag("not-in-this-run")
+    fl = review.flagged_frame(items, store.decisions(), store.tags(), mis)
+    assert list(fl["id"]) == ["img1", "img2", "img4"]  # item order, keep and unknown ids left out
+    assert list(fl["row"]) == [1, 2, 4]
+    rows = list(csv.reader(io.StringIO(review.to_csv(fl).decode())))
+    assert rows[0] == review.EXPORT_COLUMNS
+    rec = dict(zip(rows[0], rows[2]))
+    assert rec["given_label"] == "'=cmd()" and rec["proposed_label"] == "happy"
+    assert dict(zip(rows[0], rows[1]))["tags"] == "'-blurry"
+    tasks = json.loads(review.to_label_studio(fl, image_ref=lambda row, path: f"/img/{row}"))
+    assert [t["data"]["image"] for t in tasks] == ["/img/1", "/img/2", "/img/4"]
+    choice = tasks[1]["predictions"][0]["result"][0]
+    assert choice["value"] == {"choices": ["happy"]} and choice["from_name"] == "label"
+    cfg = review.label_studio_config(["happy", 'a"<b>'])
+    assert "&lt;b&gt;" in cfg and "<b>" not in cfg
+
+
+def test_export_of_an_empty_store(store):
+    fl = review.flagged_frame(items_frame(), store.decisions(), store.tags(), None)
+    assert fl.empty
+    assert review.to_csv(fl).decode().strip() == ",".join(review.EXPORT_COLUMNS)
+    assert json.loads(review.to_label_studio(fl)) == []
