@@ -1,0 +1,249 @@
+"""Sub-classes: Algorithm 2 (DGMS) levels and the fast per-class mixture fit.
+
+Conventions: N images, D embedding size, C classes, K sub-classes in all (global ids 0..K-1,
+numbered class by class: the sub-classes of class 0 first, then class 1, ...).
+
+Two ways to get sub-labels, one way to describe them:
+
+* :func:`split_classes` is one level of Algorithm 2: in every class an EM Gaussian mixture with
+  ``k = min(level, |Z_j| // Mc)`` components (at least 1). The training loop calls it between
+  SGM rounds with ``k`` = the level number.
+* :func:`fit_fast` fits one mixture per class on the final embedding and picks the number of
+  components by minimum BIC, up to a cap and never more than ``|Z_j| // Mc``.
+* :func:`describe` turns any sub-labels into a :class:`Hierarchy` (size, share, mean, variance,
+  medoid, top-k members nearest the medoid), the thing ``analysis`` stores and the explorer shows.
+
+Everything here is pure: arrays in, arrays out; every random choice takes ``seed``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["Hierarchy", "split_classes", "fit_fast", "describe", "relabel_compact"]
+
+# Diagonal covariances: with D = 64 and a few hundred images per class a full covariance has
+# more parameters than the class has images, so BIC would always pick k = 1.
+DEFAULT_COVARIANCE = "diag"
+_REG_COVAR = 1e-4
+
+
+@dataclass
+class Hierarchy:
+    """Per-image sub-class ids and a description of every sub-class.
+
+    labels:        (N,) int64, final sub-class id of every image (global, class by class)
+    levels:        list of (N,) int64, one per Algorithm 2 level (empty in the fast mode)
+    sub_class:     (K,) int64, the class each sub-class belongs to
+    index_in_class:(K,) int64, 0.. within its class
+    size:          (K,) int64, members
+    share:         (K,) float64, size / size of its class
+    means:         (K, D) float32
+    variance:      (K,) float64, mean per-dimension variance of the members (trace / D)
+    medoid:        (K,) int64, row of the member nearest the mean
+    topk:          list of K int64 arrays, rows nearest the medoid (the medoid first)
+    bic:           {class index: [(k, bic), ...]} BIC curves (fast mode only)
+    mode:          "bic" or "dgms"
+    """
+
+    labels: np.ndarray
+    sub_class: np.ndarray
+    index_in_class: np.ndarray
+    size: np.ndarray
+    share: np.ndarray
+    means: np.ndarray
+    variance: np.ndarray
+    medoid: np.ndarray
+    topk: list[np.ndarray]
+    levels: list[np.ndarray] = field(default_factory=list)
+    bic: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
+    mode: str = "bic"
+
+    @property
+    def n_subclasses(self) -> int:
+        return int(self.size.shape[0])
+
+
+# ----------------------------------------------------------------------------- mixtures
+def _gmm(k: int, seed: int, covariance_type: str):
+    from sklearn.mixture import GaussianMixture
+
+    return GaussianMixture(n_components=k, covariance_type=covariance_type, reg_covar=_REG_COVAR,
+                           n_init=1, max_iter=200, init_params="k-means++", random_state=seed)
+
+
+def _cap(n: int, k: int, min_per_subclass: int) -> int:
+    """Components allowed for a class of ``n`` images: min(k, n // Mc), at least 1."""
+    return max(1, min(int(k), n // max(1, int(min_per_subclass))))
+
+
+def relabel_compact(sub: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Renumber sub-labels ``(N,)`` to consecutive global ids, class by class, ordered by size
+    within a class (largest first), so that empty mixture components leave no gaps."""
+    sub = np.asarray(sub)
+    labels = np.asarray(labels)
+    out = np.empty(sub.shape[0], dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        vals, counts = np.unique(sub[rows], return_counts=True)
+        order = np.lexsort((vals, -counts))       # largest first, ties by old id: deterministic
+        remap = {int(vals[o]): offset + i for i, o in enumerate(order)}
+        out[rows] = [remap[int(v)] for v in sub[rows]]
+        offset += len(vals)
+    return out
+
+
+def split_classes(z: np.ndarray, labels: np.ndarray, *, n_components: int | Sequence[int],
+                  min_per_subclass: int, seed: int,
+                  covariance_type: str = DEFAULT_COVARIANCE) -> np.ndarray:
+    """One level of Algorithm 2: split every class with an EM Gaussian mixture.
+
+    z: (N, D) float32; labels: (N,) int (class ids, or the previous level's sub-labels: each
+    distinct value is split on its own). ``n_components``: k for every class, or one k per
+    distinct label value (in sorted order). Per group k = min(k, |Z_j| // Mc), at least 1.
+    Returns (N,) int64 global sub-labels, numbered group by group, largest component first.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    labels = np.asarray(labels)
+    groups = np.unique(labels)
+    if np.ndim(n_components) == 0:
+        ks = [int(n_components)] * len(groups)
+    else:
+        ks = [int(k) for k in n_components]
+        if len(ks) != len(groups):
+            raise ValueError(f"n_components has {len(ks)} entries for {len(groups)} classes")
+    sub = np.zeros(labels.shape[0], dtype=np.int64)
+    offset = 0
+    for g, k_want in zip(groups, ks):
+        rows = np.flatnonzero(labels == g)
+        k = _cap(len(rows), k_want, min_per_subclass)
+        if k == 1:
+            sub[rows] = offset
+        else:
+            gm = _gmm(k, seed, covariance_type).fit(z[rows])
+            sub[rows] = offset + gm.predict(z[rows])
+        offset += k
+    return relabel_compact(sub, labels)
+
+
+def fit_fast(z: np.ndarray, labels: np.ndarray, *, max_components: int = 5,
+             min_per_subclass: int = 64, seed: int = 0, topk: int = 16,
+             covariance_type: str = DEFAULT_COVARIANCE) -> Hierarchy:
+    """The explorer's fast mode: one mixture per class, k by minimum BIC.
+
+    z: (N, D) float32; labels: (N,) int class ids. For each class, k runs over
+    1 .. min(max_components, |Z_j| // Mc); a fit whose smallest hard cluster holds fewer than
+    Mc / 2 images is skipped (it would not be a sub-class anyone can browse). Returns the
+    :class:`Hierarchy` with ``mode="bic"`` and the BIC curve of every class.
+    """
+    z64 = np.asarray(z, dtype=np.float64)
+    labels = np.asarray(labels)
+    sub = np.zeros(labels.shape[0], dtype=np.int64)
+    curves: dict[int, list[tuple[int, float]]] = {}
+    offset = 0
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        zc = z64[rows]
+        kmax = _cap(len(rows), max_components, min_per_subclass)
+        best = (np.inf, 1, np.zeros(len(rows), dtype=np.int64))
+        curve = []
+        for k in range(1, kmax + 1):
+            if len(rows) < 2:
+                curve.append((1, 0.0))
+                break
+            gm = _gmm(k, seed, covariance_type).fit(zc)
+            bic = float(gm.bic(zc))
+            curve.append((k, bic))
+            assign = gm.predict(zc) if k > 1 else np.zeros(len(rows), dtype=np.int64)
+            if k > 1 and np.bincount(assign, minlength=k).min() < min_per_subclass / 2:
+                continue
+            if bic < best[0]:
+                best = (bic, k, assign)
+        curves[int(c)] = curve
+        sub[rows] = offset + best[2]
+        offset += best[1]
+    sub = relabel_compact(sub, labels)
+    return describe(z, sub, labels, topk=topk, mode="bic", bic=curves)
+
+
+# ----------------------------------------------------------------------------- description
+def describe(z: np.ndarray, sub: np.ndarray, labels: np.ndarray, *, topk: int = 16,
+             mode: str = "dgms", levels: Sequence[np.ndarray] = (),
+             bic: dict | None = None) -> Hierarchy:
+    """Describe given sub-labels: per sub-class its class, size, share, mean, variance, medoid
+    (the member nearest the mean) and the ``topk`` members nearest the medoid (medoid first).
+
+    z: (N, D) float32; sub: (N,) int sub-labels (any ids; renumbered compactly here, class by
+    class, largest first); labels: (N,) int class ids. A sub-label spanning two classes is an
+    error. ``levels``: the Algorithm 2 levels, stored unchanged (each (N,) int).
+    """
+    z = np.asarray(z, dtype=np.float32)
+    labels = np.asarray(labels).astype(np.int64)
+    sub = np.asarray(sub)
+    # every sub-class must sit inside one class
+    pairs = np.unique(np.stack([sub.astype(np.int64), labels], 1), axis=0)
+    if len(np.unique(pairs[:, 0])) != len(pairs):
+        raise ValueError("a sub-label spans more than one class")
+    sub = relabel_compact(sub, labels)
+    K = int(sub.max()) + 1 if sub.size else 0
+    class_size = np.bincount(labels, minlength=int(labels.max()) + 1 if labels.size else 0)
+    sub_class = np.zeros(K, dtype=np.int64)
+    index_in_class = np.zeros(K, dtype=np.int64)
+    size = np.zeros(K, dtype=np.int64)
+    share = np.zeros(K, dtype=np.float64)
+    means = np.zeros((K, z.shape[1]), dtype=np.float32)
+    variance = np.zeros(K, dtype=np.float64)
+    medoid = np.zeros(K, dtype=np.int64)
+    tops: list[np.ndarray] = []
+    seen: dict[int, int] = {}
+    for s in range(K):
+        rows = np.flatnonzero(sub == s)
+        zs = z[rows].astype(np.float64)
+        c = int(labels[rows[0]])
+        sub_class[s] = c
+        index_in_class[s] = seen.get(c, 0)
+        seen[c] = index_in_class[s] + 1
+        size[s] = len(rows)
+        share[s] = len(rows) / class_size[c]
+        mu = zs.mean(0)
+        means[s] = mu
+        variance[s] = float(zs.var(0).mean())
+        d_mean = ((zs - mu) ** 2).sum(1)
+        m = int(np.argmin(d_mean))          # first of ties: rows are sorted, so deterministic
+        medoid[s] = rows[m]
+        d_med = ((zs - zs[m]) ** 2).sum(1)
+        order = np.lexsort((rows, d_med))[: max(1, int(topk))]
+        tops.append(rows[order].astype(np.int64))
+    return Hierarchy(labels=sub, sub_class=sub_class, index_in_class=index_in_class, size=size,
+                     share=share, means=means, variance=variance, medoid=medoid, topk=tops,
+                     levels=[np.asarray(l, dtype=np.int64) for l in levels], bic=dict(bic or {}),
+                     mode=mode)
+
+
+# ----------------------------------------------------------------------------- storage form
+def to_json(h: Hierarchy, classes: Sequence[str]) -> dict:
+    """The ``analysis/subclasses.json`` object (RUN_FORMAT.md)."""
+    return {
+        "mode": h.mode,
+        "subclasses": [
+            {"id": s, "class": int(h.sub_class[s]), "class_name": str(classes[int(h.sub_class[s])]),
+             "index_in_class": int(h.index_in_class[s]), "size": int(h.size[s]),
+             "share": float(h.share[s]), "medoid": int(h.medoid[s]),
+             "topk": [int(r) for r in h.topk[s]], "variance": float(h.variance[s])}
+            for s in range(h.n_subclasses)
+        ],
+        "bic": {str(classes[int(c)]): [[int(k), float(b)] for k, b in curve] for c, curve in h.bic.items()},
+    }
+
+
+def to_table(h: Hierarchy):
+    """The ``analysis/subclasses.parquet`` table: ``subclass`` plus ``subclass_l1``.. per level."""
+    import pandas as pd
+
+    cols = {"subclass": h.labels.astype(np.int64)}
+    for i, lev in enumerate(h.levels, start=1):
+        cols[f"subclass_l{i}"] = np.asarray(lev, dtype=np.int64)
+    return pd.DataFrame(cols)

@@ -1,0 +1,207 @@
+"""Mislabel candidates from out-of-sample evidence only, next to cleanlab's ranking.
+
+Conventions: N images, C classes, D embedding size, k neighbours. The reference set is the
+training split (``train_mask``); every image is judged against it, and a training image is never
+part of its own evidence:
+
+* the SGM posterior (Eq. 5, a softmax over ``-||z - mu_j||^2 / (2 sigma^2)``) against class means
+  computed WITHOUT the image: for a training image of class y, ``mu_y = (n_y mu_y - z_i) / (n_y - 1)``;
+* the vote of its k nearest training neighbours, leaving the image itself out.
+
+Neither piece reads the image's own label: flipping ``labels[i]`` leaves row i of both evidence
+arrays unchanged (see :func:`oos_evidence`); the label only decides which entry is "given".
+The score combines the two; cleanlab runs on the same out-of-sample probabilities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import log_softmax
+
+__all__ = ["Evidence", "oos_evidence", "scores", "knn_probs"]
+
+# Laplace smoothing of the kNN vote distribution handed to cleanlab (counts + alpha) / (k + C alpha).
+KNN_ALPHA = 0.5
+
+
+@dataclass
+class Evidence:
+    """Out-of-sample class evidence for every image.
+
+    log_post:   (N, C) float64, log SGM posterior against leave-one-out class means
+    votes:      (N, C) float64, label counts among the k nearest training neighbours (self excluded)
+    neighbours: (N, k) int64, rows of those neighbours (nearest first)
+    distances:  (N, k) float64, their Euclidean distances
+    """
+
+    log_post: np.ndarray
+    votes: np.ndarray
+    neighbours: np.ndarray
+    distances: np.ndarray
+
+    @property
+    def post(self) -> np.ndarray:
+        return np.exp(self.log_post)
+
+    @property
+    def k(self) -> int:
+        return int(self.neighbours.shape[1])
+
+
+def _loo_sq_dist(z: np.ndarray, labels: np.ndarray, train: np.ndarray, C: int,
+                 class_means: np.ndarray | None) -> np.ndarray:
+    """(N, C) squared distances to class means, the image's own contribution removed."""
+    n = np.bincount(labels[train], minlength=C).astype(np.float64)
+    if class_means is not None:
+        sums = np.asarray(class_means, dtype=np.float64) * n[:, None]
+    else:
+        sums = np.zeros((C, z.shape[1]))
+        np.add.at(sums, labels[train], z[train])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = sums / n[:, None]
+    d = ((z[:, None, :] - mu[None, :, :]) ** 2).sum(-1) if z.shape[0] * C * z.shape[1] < 5e7 else \
+        (z ** 2).sum(1)[:, None] - 2 * z @ np.nan_to_num(mu).T + (np.nan_to_num(mu) ** 2).sum(1)[None, :]
+    d[:, n == 0] = np.inf
+    # training rows: their own class mean without them
+    rows = np.flatnonzero(train)
+    y = labels[rows]
+    m = n[y] - 1
+    ok = m > 0
+    mu_loo = np.full((len(rows), z.shape[1]), np.nan)
+    mu_loo[ok] = (sums[y[ok]] - z[rows[ok]]) / m[ok, None]
+    d_own = ((z[rows] - mu_loo) ** 2).sum(1)
+    d_own[~ok] = np.inf
+    d[rows, y] = d_own
+    return np.maximum(d, 0.0)
+
+
+def _knn(z: np.ndarray, train: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) neighbour rows among the training rows and their distances, never the row itself."""
+    from sklearn.neighbors import NearestNeighbors
+
+    ref = np.flatnonzero(train)
+    k_eff = min(k, max(0, len(ref) - 1)) if len(ref) else 0
+    if k_eff == 0:
+        return np.zeros((z.shape[0], 0), np.int64), np.zeros((z.shape[0], 0))
+    nn = NearestNeighbors(n_neighbors=k_eff + 1).fit(z[ref])
+    dist, idx = nn.kneighbors(z, n_neighbors=k_eff + 1)
+    idx = ref[idx]
+    own = idx == np.arange(z.shape[0])[:, None]
+    # drop the row itself where it appears, else the farthest of the k + 1
+    drop = np.where(own.any(1), own.argmax(1), k_eff)
+    keep = np.ones_like(own)
+    keep[np.arange(z.shape[0]), drop] = False
+    return idx[keep].reshape(-1, k_eff).astype(np.int64), dist[keep].reshape(-1, k_eff)
+
+
+def oos_evidence(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
+                 class_means: np.ndarray | None = None, k: int = 11, sigma: float = 0.5,
+                 n_classes: int | None = None) -> Evidence:
+    """Out-of-sample posterior and kNN votes for every image (see :class:`Evidence`).
+
+    z: (N, D) float; labels: (N,) int in [0, C); train_mask: (N,) bool, the reference rows.
+    class_means: (C, D) means over the training rows (Eq. 5), or None to compute them here.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    train = np.asarray(train_mask, dtype=bool)
+    C = int(n_classes or max(int(labels.max()) + 1, 0 if class_means is None else len(class_means)))
+    d = _loo_sq_dist(z, labels, train, C, class_means)
+    logits = -d / (2.0 * float(sigma) ** 2)
+    all_inf = ~np.isfinite(logits).any(1)
+    logits[all_inf] = 0.0
+    log_post = log_softmax(logits, axis=1)
+    nb, dist = _knn(z, train, k)
+    votes = np.zeros((z.shape[0], C))
+    if nb.shape[1]:
+        np.add.at(votes, (np.repeat(np.arange(z.shape[0]), nb.shape[1]), labels[nb].ravel()), 1.0)
+    return Evidence(log_post=log_post, votes=votes, neighbours=nb, distances=dist)
+
+
+def knn_probs(votes: np.ndarray, *, alpha: float = KNN_ALPHA) -> np.ndarray:
+    """(N, C) vote counts -> smoothed probabilities (counts + alpha) / (k + C alpha)."""
+    v = np.asarray(votes, dtype=np.float64) + alpha
+    return v / v.sum(1, keepdims=True)
+
+
+def _rank(score: np.ndarray) -> np.ndarray:
+    """1 = highest score; ties keep row order."""
+    order = np.argsort(-score, kind="stable")
+    r = np.empty(len(score), dtype=np.int64)
+    r[order] = np.arange(1, len(score) + 1)
+    return r
+
+
+def scores(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
+           class_means: np.ndarray | None = None, k: int = 11, sigma: float = 0.5, seed: int = 0,
+           classes: list[str] | None = None, cleanlab_probs: str = "knn") -> pd.DataFrame:
+    """Per-image mislabel scores (the ``analysis/mislabels.parquet`` table, RUN_FORMAT.md).
+
+    z: (N, D) float32; labels: (N,) int given labels; train_mask: (N,) bool reference rows.
+    Returns N rows: ``score`` = (1 - p_given_oos) + knn_disagree (higher = more suspicious),
+    ``suggested`` (the most likely class other than the given one, by the mean of the two
+    out-of-sample distributions), ``p_given_oos``, ``knn_disagree``, ``rank`` (1 = worst), and
+    cleanlab's ``cleanlab_score`` (label quality, lower = worse), ``cleanlab_rank``,
+    ``cleanlab_issue`` computed on ``cleanlab_probs``: "knn" (smoothed leave-one-out vote
+    distribution) or "posterior" (leave-one-out SGM posterior). ``seed`` is accepted for
+    interface stability: nothing here is random (exact kNN, closed-form posterior).
+    """
+    del seed
+    labels = np.asarray(labels).astype(np.int64)
+    N = labels.shape[0]
+    C = len(classes) if classes is not None else None
+    ev = oos_evidence(z, labels, train_mask=train_mask, class_means=class_means, k=k, sigma=sigma,
+                      n_classes=C)
+    C = ev.votes.shape[1]
+    rows = np.arange(N)
+    post = ev.post
+    p_given = post[rows, labels]
+    kk = max(ev.k, 1)
+    knn_disagree = 1.0 - ev.votes[rows, labels] / kk
+    score = (1.0 - p_given) + knn_disagree
+    evidence = 0.5 * (post + ev.votes / kk)
+    alt = evidence.copy()
+    alt[rows, labels] = -np.inf
+    suggested = alt.argmax(1) if C > 1 else labels.copy()
+
+    probs = knn_probs(ev.votes) if cleanlab_probs == "knn" else \
+        np.clip(post, 1e-12, None) / np.clip(post, 1e-12, None).sum(1, keepdims=True)
+    cl_score, cl_issue = _cleanlab(labels, probs)
+
+    df = pd.DataFrame({
+        "score": score.astype(np.float64),
+        "suggested": suggested.astype(np.int64),
+        "p_given_oos": p_given.astype(np.float64),
+        "knn_disagree": knn_disagree.astype(np.float64),
+        "rank": _rank(score),
+        "cleanlab_score": cl_score.astype(np.float64),
+        "cleanlab_rank": _rank(-cl_score),
+        "cleanlab_issue": cl_issue.astype(bool),
+    })
+    if classes is not None:
+        df.insert(2, "suggested_name", np.asarray(classes, dtype=object)[suggested])
+    return df
+
+
+def _cleanlab(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cleanlab's self-confidence label quality and find_label_issues mask on ``probs``."""
+    import warnings
+
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quality = get_label_quality_scores(labels, probs, method="self_confidence")
+        present = np.unique(labels)
+        if len(present) < 2:
+            return quality, np.zeros(len(labels), dtype=bool)
+        # cleanlab wants labels 0..C'-1 all present; restrict to the classes that occur
+        remap = -np.ones(probs.shape[1], dtype=np.int64)
+        remap[present] = np.arange(len(present))
+        p = probs[:, present]
+        p = p / p.sum(1, keepdims=True)
+        issue = find_label_issues(remap[labels], p, n_jobs=1)
+    return np.asarray(quality, dtype=np.float64), np.asarray(issue, dtype=bool)
