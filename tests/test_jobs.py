@@ -1,0 +1,163 @@
+"""explorer.jobs: background processes, one at a time, state in files, cancel by process group."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from explorer import jobs
+from explorer.jobs import JobError, TrainRequest
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_steps_run_in_order_and_the_job_finishes(tmp_path):
+    root = tmp_path / "runs"
+    job = jobs.start(root, "train", root / "r1", [py("print('one')"), py("print('two')")], title="t")
+    assert job.active and job.pid
+    job = jobs.wait(root, timeout=30)
+    assert job.state == "done" and job.returncode == 0
+    tail = jobs.log_tail(root, job)
+    assert "one" in tail and "two" in tail
+    assert jobs.running_step(root, job) == 1
+    assert len(job.step_names) == 2
+
+
+def test_a_failing_step_stops_the_chain_with_its_error(tmp_path):
+    root = tmp_path / "runs"
+    jobs.start(root, "demo", root / "r", [py("import sys; print('ValueError: bad spec'); sys.exit(3)"),
+                                          py("open('ran', 'w')")])
+    job = jobs.wait(root, timeout=30)
+    assert job.state == "failed" and job.returncode == 3 and job.failed_step == 0
+    assert "bad spec" in job.message
+    assert not (jobs.PROJECT_ROOT / "ran").exists()
+
+
+def test_one_job_at_a_time_and_cancel_kills_the_group(tmp_path):
+    root = tmp_path / "runs"
+    marker = tmp_path / "child.pid"
+    # The step starts a grandchild; cancel must reach it too (process group).
+    code = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(marker)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    job = jobs.start(root, "train", root / "r", [py(code)])
+    with pytest.raises(JobError, match="already running"):
+        jobs.start(root, "train", root / "r2", [py("pass")])
+    for _ in range(100):
+        if marker.exists() and marker.read_text():
+            break
+        time.sleep(0.05)
+    grandchild = int(marker.read_text())
+    t0 = time.time()
+    jobs.cancel(root)
+    job = jobs.wait(root, timeout=20)
+    assert job.state == "cancelled" and time.time() - t0 < 10
+    for _ in range(100):
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("grandchild survived cancel")
+    # A new job may start now.
+    jobs.start(root, "train", root / "r3", [py("pass")])
+    assert jobs.wait(root, timeout=30).state == "done"
+
+
+def test_the_trainer_gets_one_sigterm_and_may_save(tmp_path):
+    root = tmp_path / "runs"
+    out = tmp_path / "saved"
+    code = ("import signal, sys, time\n"
+            "n = []\n"
+            "def h(s, f):\n"
+            "    n.append(s)\n"
+            "signal.signal(signal.SIGTERM, h)\n"
+            f"open({str(out)!r} + '.ready', 'w').close()\n"
+            "while not n: time.sleep(0.02)\n"
+            "time.sleep(0.3)\n"
+            f"open({str(out)!r}, 'w').write(str(len(n)))\n"
+            "sys.exit(130)\n")
+    jobs.start(root, "train", root / "r", [py(code), py("open('never', 'w')")])
+    for _ in range(200):
+        if Path(str(out) + ".ready").exists():
+            break
+        time.sleep(0.05)
+    jobs.cancel(root)
+    job = jobs.wait(root, timeout=20)
+    assert job.state == "cancelled"
+    assert out.read_text() == "1"
+
+
+def test_state_survives_a_new_server_process(tmp_path):
+    root = tmp_path / "runs"
+    job = jobs.start(root, "train", root / "r", [py("import time; time.sleep(30)")])
+    jobs._CHILDREN.clear()  # as if Streamlit restarted: only the files remain
+    again = jobs.current(root)
+    assert again.id == job.id and again.state == "running"
+    jobs.cancel(root)
+    assert jobs.wait(root, timeout=20).state == "cancelled"
+
+
+def test_a_dead_runner_without_exit_file_is_failed(tmp_path):
+    root = tmp_path / "runs"
+    job = jobs.start(root, "train", root / "r", [py("pass")])
+    jobs.wait(root, timeout=30)
+    # Pretend the job file still says running with a pid that no longer exists.
+    d = json.loads((root / ".explorer" / "job.json").read_text())
+    d.update(state="running", pid=2 ** 22 - 3, proc_start=None)
+    (root / ".explorer" / "job.json").write_text(json.dumps(d))
+    (root / ".explorer" / "jobs" / f"{job.id}.exit").unlink()
+    assert jobs.current(root).state == "failed"
+
+
+def test_train_request_argv_and_run_dir_names(tmp_path):
+    req = TrainRequest(spec="ferplus:/data/fer", loss="triplet", backbone="resnet18", epochs=3, levels=2,
+                       data_roots=("/data",))
+    argv = req.train_argv(tmp_path / "out")
+    assert argv[:3] == [sys.executable, "-m", "pipeline"]
+    s = " ".join(argv)
+    assert "--data ferplus:/data/fer" in s and "--loss triplet" in s and "--epochs 3" in s
+    assert "--levels 2" in s and "--data-root /data" in s and "--no-progress-bar" in s
+    assert "--epochs" not in " ".join(TrainRequest().train_argv(tmp_path / "o"))
+    d = jobs.new_run_dir(tmp_path, req)
+    assert d.parent == tmp_path and "ferplus" in d.name and "fer" in d.name and d.name.endswith("triplet-resnet18")
+    for bad in (TrainRequest(loss="mse"), TrainRequest(backbone="vgg"), TrainRequest(levels=0),
+                TrainRequest(spec="a\nb")):
+        with pytest.raises(JobError):
+            bad.validate()
+
+
+def test_summarize_progress_eta():
+    now = 1000.0
+    ev = [{"event": "start", "time": 900.0, "steps": 100},
+          {"event": "step", "step": 10, "steps": 100, "loss": 0.5, "time": 910.0},
+          {"event": "step", "step": 30, "steps": 100, "loss": 0.3, "time": 930.0}]
+    p = jobs.summarize_progress(ev, now=now)
+    assert p.fraction == pytest.approx(0.3)
+    # 1 s per step from the step events, 70 steps left, 70 s since the last event
+    assert p.eta_s == pytest.approx(0.0)
+    p = jobs.summarize_progress(ev, now=940.0)
+    assert p.eta_s == pytest.approx(60.0)
+    ev.append({"event": "epoch", "epoch": 1, "step": 50, "steps": 100, "eta_s": 40.0, "time": 950.0, "loss": 0.2})
+    p = jobs.summarize_progress(ev, now=955.0)
+    assert p.eta_s == pytest.approx(35.0) and p.epoch == 1 and p.loss == 0.2
+    assert [s for s, _ in p.losses] == [10, 30, 50]
+    ev.append({"event": "done", "time": 999.0})
+    assert jobs.summarize_progress(ev, now=now).fraction == 1.0
+    empty = jobs.summarize_progress([], now=now)
+    assert empty.fraction is None and empty.eta_s is None
+    assert jobs.format_eta(None) == "estimating…"
+    assert jobs.format_eta(75) == "1 min 15 s" and jobs.format_eta(3 * 3600 + 120) == "3 h 02 min"
+
+
+def test_log_tail_folds_carriage_returns(tmp_path):
+    root = tmp_path / "runs"
+    job = jobs.start(root, "train", root / "r", [py("import sys; sys.stdout.write('a\\r50%\\r100%\\nlast\\n')")])
+    job = jobs.wait(root, timeout=30)
+    assert jobs.log_tail(root, job)[-2:] == ["100%", "last"]
