@@ -164,6 +164,10 @@ def build_dataset(*, source: str, name: str, cfg, ids: Sequence[str], split: Seq
     if len(kept) == 0:
         first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise DataError(f"{name}: no readable images ({n} listed, {len(skipped)} unreadable{first})")
+    present = np.unique(label[kept])
+    if len(present) < 2:
+        raise DataError(f"{name}: needs images of at least 2 classes, found only "
+                        f"{', '.join(str(classes[i]) for i in present)}")
     extra = {k: [v[i] for i in kept] if not isinstance(v, np.ndarray) else v[kept] for k, v in (extra or {}).items()}
     table = make_table(ids=[ids[i] for i in kept], source=source, split=[split[i] for i in kept],
                        label=label[kept], classes=classes, path=[str(paths[i]) for i in kept], **extra)
