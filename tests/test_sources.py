@@ -200,7 +200,7 @@ def test_ferplus_errors(tmp_path):
     (bad / "label.csv").write_text("fer0000000.png,\"(0, 0, 48, 48)\",4,x,0,1,3,2,0,0,0,0\n")
     with pytest.raises(DataError) as e:
         load_source(f"ferplus:{bad.parent}", cfg())
-    assert_one_line(e, "label.csv", "row 1")
+    assert_one_line(e, "label.csv", "line 1")
     (bad / "label.csv").write_text("")
     with pytest.raises(DataError) as e:
         load_source(f"ferplus:{bad.parent}", cfg())
@@ -413,7 +413,7 @@ def test_fer2013_errors(tmp_path, fer2013_files):
     bad.to_csv(tmp_path / "emo.csv", index=False)
     with pytest.raises(DataError) as e:
         load_source(f"fer2013:{tmp_path / 'emo.csv'}", cfg())
-    assert_one_line(e, "emo.csv", "row 3", "'9'")
+    assert_one_line(e, "emo.csv", "line 4", "'9'")
     bad = df.copy()
     bad.loc[1, "Usage"] = "Holdout"
     bad.to_csv(tmp_path / "usage.csv", index=False)
@@ -434,10 +434,10 @@ def test_fer2013_bad_pixels_skip_or_fail(tmp_path, fer2013_files):
     df.to_csv(tmp_path / "px.csv", index=False)
     ds = load_source(f"fer2013:{tmp_path / 'px.csv'}", cfg(on_bad_image="skip"))
     assert len(ds.table) == 10 and len(ds.skipped) == 2
-    assert "fer0000004" not in set(ds.table["id"]) and "row 5" in ds.skipped[0][0]
+    assert "fer0000004" not in set(ds.table["id"]) and "line 6" in ds.skipped[0][0]
     with pytest.raises(DataError) as e:
         load_source(f"fer2013:{tmp_path / 'px.csv'}", cfg(on_bad_image="fail"))
-    assert_one_line(e, "px.csv", "row 5", "expected 2304")
+    assert_one_line(e, "px.csv", "line 6", "expected 2304")
 
 
 def test_fer2013_data_roots(fer2013_files, tmp_path_factory):
@@ -598,6 +598,9 @@ def test_csv_votes_named_as_classes_int_labels_and_hashed_split(tmp_path, faces)
     pd.DataFrame({"path": rel, "label": [10, 2] * 4}).to_csv(tmp_path / "i.csv", index=False)
     ds = load_source(f"csv:{tmp_path / 'i.csv'}", cfg())
     assert ds.classes == ["2", "10"] and list(ds.table["label_name"][:2]) == ["10", "2"] and ds.votes is None
+    (tmp_path / "na.csv").write_text("path, label\n" + "\n".join(f"{r}, {'None' if i % 2 else 'NA'}" for i, r in enumerate(rel)))
+    ds = load_source(f"csv:{tmp_path / 'na.csv'}", cfg())      # class names pandas would read as missing
+    assert ds.classes == ["NA", "None"] and len(ds.table) == 8
 
 
 def test_csv_errors(tmp_path, faces):
@@ -612,8 +615,8 @@ def test_csv_errors(tmp_path, faces):
         (write("nocol.csv", "file,class\nimg/f0.png,a\n"), ["nocol.csv", "missing column(s) path, label", "found file, class"]),
         (write("dup.csv", "path,label,label\nimg/f0.png,a,b\n"), ["dup.csv", "duplicated column", "'label'"]),
         (write("header.csv", "path,label\n"), ["header.csv", "no rows"]),
-        (write("nan.csv", f"path,label\n{rel[0]},a\n{rel[1]},\n"), ["nan.csv", "row 3", "label"]),
-        (write("split.csv", f"path,label,split\n{rel[0]},a,train\n{rel[1]},b,holdout\n"), ["split.csv", "row 3", "'holdout'"]),
+        (write("nan.csv", f"path,label\n{rel[0]},a\n{rel[1]},\n"), ["nan.csv", "line 3", "label"]),
+        (write("split.csv", f"path,label,split\n{rel[0]},a,train\n{rel[1]},b,holdout\n"), ["split.csv", "line 3", "'holdout'"]),
         (write("abs.csv", f"path,label\n{tmp_path / rel[0]},a\n{rel[1]},b\n"), [str(tmp_path / rel[0]), "absolute"]),
         (write("esc.csv", f"path,label\n../x.png,a\n{rel[1]},b\n"), ["../x.png", "escapes"]),
         (write("unk.csv", f"path,label,vote_a,vote_b\n{rel[0]},a,1,0\n{rel[1]},c,0,1\n"), ["unk.csv", "'c'", "not in the class list"]),
@@ -641,6 +644,23 @@ def test_csv_corrupt_image_and_data_roots(tmp_path, faces):
     with pytest.raises(DataError) as e:
         load_source(f"csv:{tmp_path / 'l.csv'}", cfg(data_roots=(str(tmp_path / "img"),)))
     assert_one_line(e, "l.csv", "outside the allowed data roots")
+
+
+def test_csv_unreadable_file(tmp_path, faces, monkeypatch):
+    import pipeline.sources.folder as folder_mod
+
+    rel = _images(tmp_path, faces, 2)
+    p = tmp_path / "l.csv"
+    pd.DataFrame({"path": rel, "label": ["a", "b"]}).to_csv(p, index=False)
+
+    def deny(*a, **k):
+        raise PermissionError(13, "Permission denied", str(a[0]))
+
+    monkeypatch.setattr(folder_mod, "open", deny, raising=False)   # only the source's own open() fails
+    for spec in (f"csv:{p}", f"fer2013:{p}", f"affectnet:{p}"):
+        with pytest.raises(DataError) as e:
+            load_source(spec, cfg())
+        assert_one_line(e, "l.csv", "cannot read file", "Permission denied")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads through chmod 000")
@@ -824,7 +844,7 @@ def test_affectnet_errors(tmp_path):
     p.write_text("\n".join(text[:3] + [text[3].rsplit(",", 3)[0] + ",12,0.1,0.1"]) + "\n")
     with pytest.raises(DataError) as e:
         load_source(f"affectnet:{p}", cfg())
-    assert_one_line(e, "bad_code.csv", "'12'", "row 3")
+    assert_one_line(e, "bad_code.csv", "'12'", "line 4")
     p = lists / "nocols.csv"
     p.write_text("file,emotion\na.jpg,1\n")
     with pytest.raises(DataError) as e:

@@ -31,7 +31,8 @@ IMAGE_DIR = "Manually_Annotated_Images"
 BOX = ["face_x", "face_y", "face_width", "face_height"]
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(path: Path) -> tuple[pd.DataFrame, int]:
+    """The table and the file line number of its first data row."""
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, header=None)
     except pd.errors.EmptyDataError:
@@ -42,11 +43,13 @@ def _read(path: Path) -> pd.DataFrame:
     first = [str(c).strip() for c in df.iloc[0]] if len(df) else []
     if "subDirectory_filePath" in first or "expression" in first:
         df = df.iloc[1:].reset_index(drop=True)
+        first_line = 2
         df.columns = first
         dup = sorted({c for c in first if first.count(c) > 1})
         if dup:
             raise DataError(f"{path}: duplicated column name(s) {', '.join(dup)}")
     elif df.shape[1] == len(COLUMNS):
+        first_line = 1
         df.columns = COLUMNS     # AffectNet's validation.csv has no header line
     else:
         raise DataError(f"{path}: no AffectNet header and {df.shape[1]} columns; expected "
@@ -56,7 +59,7 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(df.columns)}")
     if len(df) == 0:
         raise DataError(f"{path}: no rows below the header")
-    return df
+    return df, first_line
 
 
 def _image_base(csv: Path, rel: list[str]) -> Path:
@@ -111,12 +114,12 @@ def _decode_crop(path: str, box: tuple[int, int, int, int] | None, size: int) ->
 def load(arg: str, cfg) -> Dataset:
     csv = open_file(arg, cfg, source="affectnet", what="training.csv")
     name = f"affectnet:{csv}"
-    df = _read(csv)
+    df, first_line = _read(csv)
     code = pd.to_numeric(df["expression"].str.strip(), errors="coerce")
     bad = code.isna() | ~code.isin(list(CODE_TO_CLASS) + sorted(DROPPED))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{csv}: row {i + 1}: expression {df['expression'].iloc[i]!r} is not an AffectNet code "
+        raise DataError(f"{csv}: line {i + first_line}: expression {df['expression'].iloc[i]!r} is not an AffectNet code "
                         f"0..10 (0-7 {', '.join(CODE_TO_CLASS.values())}; 8-10 dropped)")
     keep = ~code.isin(sorted(DROPPED))
     df, code = df[keep].reset_index(drop=True), code[keep].astype(int).to_numpy()

@@ -49,15 +49,21 @@ def load(arg: str, cfg) -> Dataset:
     missing = [c for c in ("path", "label") if c not in cols]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(cols)}")
-    str_cols = {c: str for c in cols if c in RESERVED}
+    reserved = [c for c in cols if c in RESERVED]
     try:
-        df = pd.read_csv(path, dtype=str_cols, encoding="utf-8-sig", skipinitialspace=True)
+        df = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True)
+        # path/label/split read again as plain text: a class called "None" or "NA" is not a missing label
+        core = pd.read_csv(path, usecols=lambda c: str(c).strip() in RESERVED, dtype=str, keep_default_na=False, na_values=[""],
+                           encoding="utf-8-sig", skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else ""
         raise DataError(f"{path}: cannot read CSV ({type(exc).__name__}: {msg})") from None
     df.columns = [str(c).strip() for c in df.columns]
+    core.columns = [str(c).strip() for c in core.columns]
+    for c in reserved:
+        df[c] = core[c]
     if len(df) == 0:
         raise DataError(f"{path}: no rows below the header")
 
@@ -65,7 +71,7 @@ def load(arg: str, cfg) -> Dataset:
     lab = df["label"]
     if lab.isna().any() or (lab.str.strip() == "").any():
         i = int(np.flatnonzero((lab.isna() | (lab.fillna("").str.strip() == "")).to_numpy())[0])
-        raise DataError(f"{path}: row {i + 2}: empty (NaN) label")
+        raise DataError(f"{path}: line {i + 2}: empty (NaN) label")
     lab = lab.str.strip()
     if lab.map(_is_int).all():
         lab = lab.map(lambda s: str(int(s)))
@@ -88,7 +94,7 @@ def load(arg: str, cfg) -> Dataset:
     unknown = [l for l in uniq if l not in index]
     if unknown:
         i = int(np.flatnonzero(lab.isin(unknown).to_numpy())[0])
-        raise DataError(f"{path}: row {i + 2}: label {lab.iloc[i]!r} is not in the class list "
+        raise DataError(f"{path}: line {i + 2}: label {lab.iloc[i]!r} is not in the class list "
                         f"({', '.join(classes)}) given by the vote columns")
     votes = None
     if vote_cols:
@@ -96,7 +102,7 @@ def load(arg: str, cfg) -> Dataset:
         bad = ~np.isfinite(v) | (v < 0)
         if bad.any():
             r, c = np.argwhere(bad)[0]
-            raise DataError(f"{path}: row {r + 2}: vote column {vote_cols[c]!r} holds a missing, "
+            raise DataError(f"{path}: line {r + 2}: vote column {vote_cols[c]!r} holds a missing, "
                             f"non-numeric or negative value")
         votes = v.astype(np.float32)
 
@@ -105,7 +111,7 @@ def load(arg: str, cfg) -> Dataset:
     rel = df["path"]
     if rel.isna().any():
         i = int(np.flatnonzero(rel.isna().to_numpy())[0])
-        raise DataError(f"{path}: row {i + 2}: empty path")
+        raise DataError(f"{path}: line {i + 2}: empty path")
     rel = rel.str.strip().tolist()
     files = [str(safe_join(base, r)) for r in rel]
     if cfg.data_roots:
@@ -124,7 +130,7 @@ def load(arg: str, cfg) -> Dataset:
         bad = ~sp.isin(list(SPLIT_ALIASES))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{path}: row {i + 2}: unknown split {df['split'].iloc[i]!r}; use train, val or test")
+            raise DataError(f"{path}: line {i + 2}: unknown split {df['split'].iloc[i]!r}; use train, val or test")
         split = sp.map(SPLIT_ALIASES).tolist()
     else:
         split = hash_split(ids)

@@ -70,7 +70,7 @@ def load(arg: str, cfg) -> Dataset:
     bad = emo.isna() | ~emo.isin(range(len(FER2013_CLASSES)))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{csv}: row {i + 1}: emotion {df['emotion'].iloc[i]!r} is not a class index 0..6 "
+        raise DataError(f"{csv}: line {i + 2}: emotion {df['emotion'].iloc[i]!r} is not a class index 0..6 "
                         f"({', '.join(FER2013_CLASSES)})")
     emo = emo.to_numpy().astype(np.int64)
     ids = [f"fer{i:07d}" for i in range(len(df))]
@@ -89,7 +89,7 @@ def load(arg: str, cfg) -> Dataset:
         badv = v10.isna().any(axis=1) | (v10 < 0).any(axis=1)
         if badv.any():
             i = int(np.flatnonzero(badv.to_numpy())[0])
-            raise DataError(f"{vpath}: row {i + 1} has a missing, negative or non-numeric vote count")
+            raise DataError(f"{vpath}: line {i + 2} has a missing, negative or non-numeric vote count")
         v10 = v10.to_numpy(dtype=np.float64)
         names = vt["Image name"].str.strip()
         maj = ferplus_majority(v10)
@@ -109,11 +109,11 @@ def load(arg: str, cfg) -> Dataset:
             # C-speed parse: a full fer2013.csv holds 80 million numbers
             a = np.fromstring(pixels[i], dtype=np.int64, sep=" ") if pixels[i].strip() else np.zeros(0, np.int64)
         except (ValueError, DeprecationWarning):
-            raise DataError(f"{csv}: row {i + 1}: pixels are not all integers") from None
+            raise DataError(f"{csv}: line {i + 2}: pixels are not all integers") from None
         if a.size != SIDE * SIDE:
-            raise DataError(f"{csv}: row {i + 1}: {a.size} pixel values, expected {SIDE * SIDE}")
+            raise DataError(f"{csv}: line {i + 2}: {a.size} pixel values, expected {SIDE * SIDE}")
         if a.min() < 0 or a.max() > 255:
-            raise DataError(f"{csv}: row {i + 1}: pixel values outside 0..255")
+            raise DataError(f"{csv}: line {i + 2}: pixel values outside 0..255")
         img = a.astype(np.uint8).reshape(SIDE, SIDE)
         if size != SIDE:
             from PIL import Image
@@ -122,7 +122,7 @@ def load(arg: str, cfg) -> Dataset:
         return img
 
     imgs, kept, skipped = decode_many(len(rows), one, size, on_bad_image=cfg.on_bad_image,
-                                      names=[f"{csv}:row {i + 1}" for i in rows])
+                                      names=[f"{csv}:line {i + 2}" for i in rows])
     sel = lambda seq: [seq[i] for i in rows]  # noqa: E731
     return build_dataset(source="fer2013", name=name, cfg=cfg, ids=sel(ids), split=sel(split),
                          label=np.asarray(label)[rows], classes=classes, paths=[""] * len(rows),

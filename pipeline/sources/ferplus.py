@@ -55,12 +55,12 @@ def read_label_csv(path: Path) -> pd.DataFrame:
     bad = votes.isna().any(axis=1) | (votes < 0).any(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: row {i + 1} has a missing, negative or non-numeric vote count")
+        raise DataError(f"{path}: line {i + 1} has a missing, negative or non-numeric vote count")
     df[VOTE_COLUMNS] = votes.astype(np.int64)
     df["image"] = df["image"].str.strip()
     if (df["image"] == "").any():
         i = int(np.flatnonzero((df["image"] == "").to_numpy())[0])
-        raise DataError(f"{path}: row {i + 1} has no image name")
+        raise DataError(f"{path}: line {i + 1} has no image name")
     return df
 
 
