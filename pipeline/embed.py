@@ -1,0 +1,72 @@
+"""Embedding extraction and loading a run's model.
+
+images: (N, S, S) uint8 -> embeddings (N, D) float32, in eval mode, batched, no gradients.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .models import build_model
+from .runs import Run, RunError, load_torch, open_run
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but no CUDA device is available")
+    return dev
+
+
+def to_input(batch_u8: torch.Tensor) -> torch.Tensor:
+    """(B, S, S) uint8 -> (B, 1, S, S) float in [0, 1]."""
+    return batch_u8.unsqueeze(1).float().div_(255.0)
+
+
+@torch.no_grad()
+def embed_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, device: str | torch.device = "cpu",
+                 batch_size: int = 1024, bf16: bool = True) -> np.ndarray:
+    """Embed (N, S, S) uint8 images. Returns (N, D) float32 (on the CPU)."""
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    was_training = model.training
+    model.eval()
+    x_all = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    out = []
+    use_amp = bf16 and dev.type == "cuda"
+    for s in range(0, x_all.shape[0], batch_size):
+        xb = to_input(x_all[s:s + batch_size].to(dev, non_blocking=True))
+        if dev.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            z = model(xb)
+        out.append(z.float().cpu())
+    model.train(was_training)
+    if not out:
+        return np.zeros((0, getattr(model, "out_features", 0)), np.float32)
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+def load_embedder(run: Run | str | Path, *, which: str = "best", device: str = "cpu") -> torch.nn.Module:
+    """Rebuild a run's model from its checkpoint (``weights_only=True``)."""
+    if not isinstance(run, Run):
+        run = open_run(run, require_complete=False)
+    ckpt_path = run.path / "checkpoints" / f"{which}.pt"
+    if not ckpt_path.exists():
+        ckpt_path = run.path / "checkpoints" / "last.pt"
+    ckpt = load_torch(ckpt_path, map_location=device)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise RunError(f"{ckpt_path}: not a subclass-explorer checkpoint")
+    cfg = RunConfig.from_dict(ckpt["config"])
+    model = build_model(cfg.model, num_classes=int(ckpt.get("num_train_classes", len(ckpt.get("classes", [])))),
+                        loss_name=cfg.loss.name)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise RunError(f"{ckpt_path}: weights do not fit the configured model ({str(exc).splitlines()[0][:120]})") from None
+    model.to(device).eval()
+    return model

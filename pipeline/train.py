@@ -1,0 +1,501 @@
+"""Algorithm 1 (SGM training) and the DGMS level loop of Algorithm 2, writing a run directory.
+
+The whole image tensor (N, S, S) uint8 lives on the training device; class-balanced batches are
+indexed out of it and augmented there (flip, shift, small rotation, brightness/contrast, random
+erasing), so no CPU DataLoader sits on the hot path. Every random draw comes from generators
+seeded by (seed, epoch[, step]), which makes a run resumed at an epoch boundary identical to an
+uninterrupted one on the CPU.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import metrics as M
+from .config import RunConfig
+from .embed import embed_images, pick_device, to_input
+from .losses import sgm_loss, softmax_loss, triplet_loss
+from .models import build_model
+from .runs import (STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, Run, RunError,
+                   append_jsonl, create_run, load_torch, open_run, save_torch)
+from .sampling import ClassBalancedSampler
+from .sources import Dataset, DataError, load_source
+
+
+class TrainingError(Exception):
+    """Training stopped (NaN loss, bad configuration). One-line message."""
+
+
+# ----------------------------------------------------------------------------- augmentation
+def augment(x: torch.Tensor, gen: torch.Generator, *, max_rot_deg: float = 10.0, max_shift: float = 0.1,
+            erase_p: float = 0.25) -> torch.Tensor:
+    """x: (B, 1, S, S) float in [0, 1] on any device; random numbers come from a CPU generator."""
+    B = x.shape[0]
+    dev = x.device
+    r = torch.rand((B, 9), generator=gen).to(dev)
+    flip = torch.where(r[:, 0] < 0.5, -1.0, 1.0)
+    ang = (r[:, 1] * 2 - 1) * math.radians(max_rot_deg)
+    tx, ty = (r[:, 2] * 2 - 1) * max_shift, (r[:, 3] * 2 - 1) * max_shift
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    contrast = 0.8 + 0.4 * r[:, 4]
+    bright = (r[:, 5] - 0.5) * 0.2
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * contrast.view(B, 1, 1, 1) + mean + bright.view(B, 1, 1, 1)).clamp_(0, 1)
+    # random erasing: a rectangle of 4-16% of the area, filled with its image's mean
+    S = x.shape[-1]
+    e = torch.rand((B, 5), generator=gen).to(dev)
+    do = e[:, 0] < erase_p
+    area = 0.04 + 0.12 * e[:, 1]
+    aspect = 0.5 + e[:, 2]
+    h = (torch.sqrt(area * aspect) * S).clamp(1, S)
+    w = (torch.sqrt(area / aspect) * S).clamp(1, S)
+    y0 = e[:, 3] * (S - h)
+    x0 = e[:, 4] * (S - w)
+    ar = torch.arange(S, device=dev, dtype=x.dtype)
+    my = (ar[None, :] >= y0[:, None]) & (ar[None, :] < (y0 + h)[:, None])
+    mx = (ar[None, :] >= x0[:, None]) & (ar[None, :] < (x0 + w)[:, None])
+    mask = (my[:, :, None] & mx[:, None, :] & do[:, None, None]).unsqueeze(1)
+    return torch.where(mask, mean.expand_as(x), x)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _gen(*keys: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> 1))
+    return g
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (the explorer's cancel) behaves like Ctrl-C: the run is left resumable."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = None
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:        # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _say(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def soft_targets(ds: Dataset) -> np.ndarray | None:
+    if ds.votes is None:
+        return None
+    v = ds.votes.astype(np.float32)
+    s = v.sum(1, keepdims=True)
+    onehot = np.eye(ds.num_classes, dtype=np.float32)[ds.table["label"].to_numpy()]
+    return np.where(s > 0, v / np.maximum(s, 1e-12), onehot)
+
+
+def dgms_split(z: np.ndarray, labels: np.ndarray, fit_mask: np.ndarray, *, n_components: int,
+               min_per_subclass: int, seed: int) -> np.ndarray:
+    """One Algorithm 2 level: per class j, an EM Gaussian mixture with k = min(n_components,
+    |Z_j| // Mc) (at least 1) components fit on the training rows of j; every row of class j
+    (training or not) gets its component. Returns (N,) global sub-labels (offset per class)."""
+    from sklearn.mixture import GaussianMixture
+
+    out = np.full(len(labels), -1, np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        fit = rows[fit_mask[rows]]
+        k = max(1, min(int(n_components), len(fit) // max(1, min_per_subclass)))
+        if k == 1 or len(fit) < 2:
+            out[rows] = offset
+            offset += 1
+            continue
+        gm = GaussianMixture(n_components=k, covariance_type="diag", reg_covar=1e-4, n_init=2,
+                             random_state=seed).fit(z[fit])
+        comp = gm.predict(z[rows])
+        # renumber by size so empty components leave no gaps
+        used, comp = np.unique(comp, return_inverse=True)
+        out[rows] = offset + comp
+        offset += len(used)
+    return out
+
+
+# ----------------------------------------------------------------------------- the trainer
+class Trainer:
+    def __init__(self, cfg: RunConfig, out: Path, *, resume: bool = False, quiet: bool = False,
+                 progress_bar: bool = True, dataset: Dataset | None = None):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.resume = resume
+        self.quiet = quiet
+        self.progress_bar = progress_bar and not quiet
+        self.ds = dataset
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        c = self.cfg
+        if c.loss.name not in ("sgm", "triplet", "softmax"):
+            raise TrainingError(f"unknown loss {c.loss.name!r}; choose sgm, triplet or softmax")
+        if c.train.epochs < 1:
+            raise TrainingError("epochs must be at least 1")
+        if c.hierarchy.levels < 1:
+            raise TrainingError("levels must be at least 1")
+        if c.hierarchy.levels > 1 and c.loss.name == "softmax":
+            raise TrainingError("--levels > 1 (Algorithm 2) needs a metric loss: sgm or triplet")
+        if c.loss.sigma <= 0 or not math.isfinite(c.loss.sigma):
+            raise TrainingError(f"sigma must be a positive number, not {c.loss.sigma}")
+        if not math.isfinite(c.train.lr) or c.train.lr <= 0:
+            raise TrainingError(f"learning rate must be a positive number, not {c.train.lr}")
+
+    def _open_run(self) -> Run:
+        cfgd = self.cfg.to_dict()
+        if self.resume:
+            try:
+                run = open_run(self.out, require_complete=False, check_files=False)
+            except RunError as exc:
+                raise RunError(f"cannot resume: {exc}") from None
+            if run.status == STATUS_COMPLETE:
+                raise RunError(f"{self.out}: run is already complete; nothing to resume")
+            if run.config != cfgd:
+                raise RunError(f"{self.out}: holds a run with a different configuration; resume with the same options")
+            return run
+        return create_run(self.out, config=cfgd, classes=self.ds.classes)
+
+    # -- main ----------------------------------------------------------------------------------
+    def run(self) -> Run:
+        self._validate()
+        t0 = time.time()
+        cfg = self.cfg
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed % (2 ** 32))
+        if self.ds is None:
+            self.ds = load_source(cfg.data.spec, cfg.data)
+        ds = self.ds
+        if cfg.data.on_bad_image == "skip" and ds.skipped:
+            _say(f"skipped {len(ds.skipped)} unreadable image(s), e.g. {ds.skipped[0][0]}: {ds.skipped[0][1]}", self.quiet)
+        train_rows = ds.split_index("train")
+        if len(train_rows) == 0:
+            raise DataError(f"{ds.name}: the train split is empty")
+        y_all = ds.table["label"].to_numpy().astype(np.int64)
+        present = np.unique(y_all[train_rows])
+        if len(present) < 2:
+            raise DataError(f"{ds.name}: the train split holds fewer than 2 classes")
+        missing = [ds.classes[c] for c in range(ds.num_classes) if c not in set(present.tolist())]
+        if missing:
+            _say(f"warning: class(es) with no training images are left out of training: {', '.join(missing)}", self.quiet)
+
+        run = self._open_run()
+        self.runobj = run
+        progress = run.path / "progress.jsonl"
+        dev = pick_device(cfg.train.device)
+        run.save_manifest(status=STATUS_RUNNING, device=str(dev), message="",
+                          data={"spec": cfg.data.spec, "n_images": int(len(ds.table)),
+                                "splits": {s: int((ds.table["split"] == s).sum()) for s in ("train", "val", "test")},
+                                "skipped": len(ds.skipped), "skipped_examples": ds.skipped[:20]})
+
+        try:
+            with _sigterm_as_interrupt():
+                self._fit(run, ds, dev, train_rows, y_all, progress)
+                self._finalize(run, ds, dev)
+        except KeyboardInterrupt:
+            append_jsonl(progress, {"event": "error", "time": time.time(), "message": "interrupted"})
+            run.save_manifest(status=STATUS_INTERRUPTED,
+                              message="interrupted; resume with `python -m pipeline train ... --resume`")
+            raise
+        except TrainingError as exc:
+            append_jsonl(progress, {"event": "error", "time": time.time(), "message": str(exc)})
+            run.save_manifest(status=STATUS_FAILED, message=str(exc))
+            raise
+        run.save_manifest(status=STATUS_COMPLETE, wall_s=round(time.time() - t0, 2), message="")
+        append_jsonl(progress, {"event": "done", "time": time.time(), "wall_s": round(time.time() - t0, 2)})
+        return run
+
+    # -- Algorithm 1 / 2 loop ----------------------------------------------------------------------
+    def _fit(self, run: Run, ds: Dataset, dev: torch.device, train_rows: np.ndarray, y_all: np.ndarray,
+             progress: Path) -> None:
+        cfg = self.cfg
+        E, L = cfg.train.epochs, cfg.hierarchy.levels
+        total_epochs = E * L
+        model = build_model(cfg.model, num_classes=ds.num_classes, loss_name=cfg.loss.name).to(dev)
+        if dev.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+        # labels the loss sees: classes at level 0, DGMS sub-classes later
+        cur_labels = y_all.copy()
+        start_epoch, best = 0, -1.0
+        ckdir = run.path / "checkpoints"
+        if self.resume and (ckdir / "last.pt").exists():
+            ck = load_torch(ckdir / "last.pt", map_location="cpu")
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            start_epoch = int(ck["epoch"])
+            best = float(ck.get("best", -1.0))
+            cur_labels = ck["labels"].numpy().astype(np.int64)
+            _say(f"resuming {run.path} after epoch {start_epoch}", self.quiet)
+        elif self.resume:
+            _say(f"no checkpoint in {run.path}; starting from the first epoch", self.quiet)
+
+        images = torch.from_numpy(np.ascontiguousarray(ds.images)).to(dev)       # (N, S, S) uint8, resident
+        targets_np = soft_targets(ds) if (cfg.loss.soft_targets and cfg.loss.name in ("sgm", "softmax")) else None
+        targets = torch.from_numpy(targets_np).to(dev) if targets_np is not None else None
+        is_train = np.zeros(len(y_all), bool)
+        is_train[train_rows] = True
+        val_rows = ds.split_index("val")
+
+        steps_cfg = cfg.train.steps_per_epoch
+        step_fn = self._make_step(model, opt, ds.num_classes, dev)
+        bar = None
+        reported_small = False
+        for epoch in range(start_epoch, total_epochs):
+            level = epoch // E
+            if epoch % E == 0 and level > 0:
+                # Algorithm 2: split every class of the ORIGINAL labels into level+1 Gaussians
+                z = embed_images(model, images, device=dev)
+                cur_labels = dgms_split(z, y_all, is_train, n_components=level + 1,
+                                        min_per_subclass=cfg.hierarchy.min_per_subclass, seed=cfg.train.seed + level)
+                append_jsonl(progress, {"event": "level", "level": level + 1, "time": time.time(),
+                                        "subclasses": int(cur_labels.max() + 1)})
+                _say(f"level {level + 1}/{L}: {int(cur_labels.max() + 1)} sub-classes", self.quiet)
+            groups = cur_labels[train_rows]
+            n_groups = len(np.unique(groups))
+            per = cfg.train.per_class if level == 0 else max(8, round(cfg.train.per_class * ds.num_classes / n_groups))
+            sampler = ClassBalancedSampler(groups, per_class=per, seed=cfg.train.seed * 1000 + level)
+            if sampler.small_classes and not reported_small:
+                names = ", ".join(f"{ds.classes[c] if level == 0 else c} ({n})" for c, n in sampler.small_classes.items())
+                _say(f"note: class(es) smaller than the {per} images a batch needs are drawn with replacement: {names}", self.quiet)
+                reported_small = True
+            steps = steps_cfg or max(1, math.ceil(len(train_rows) / sampler.batch_size))
+            if bar is None and self.progress_bar:
+                from tqdm import tqdm
+                bar = tqdm(total=(total_epochs - start_epoch) * steps, unit="step", dynamic_ncols=True,
+                           desc="train", file=sys.stderr, mininterval=0.5)
+            lr_at = lambda s, e=epoch: cfg.train.lr * 0.5 * (1 + math.cos(math.pi * (((e % E) * steps + s) / (E * steps))))  # noqa: E731
+            batches = sampler.epoch(epoch, steps)
+            model.train()
+            t_ep = time.time()
+            sums: dict[str, float] = {}
+            for s, rows_np in enumerate(batches):
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(s)
+                rows = torch.from_numpy(train_rows[rows_np]).to(dev)
+                lab = torch.from_numpy(cur_labels[train_rows[rows_np]]).to(dev)
+                tgt = targets[rows] if (targets is not None and level == 0) else None
+                terms = step_fn(images[rows], lab, tgt, _gen(cfg.train.seed, epoch, s))
+                if not math.isfinite(terms["loss"]):
+                    raise TrainingError(f"loss became NaN/inf at epoch {epoch + 1} step {s + 1}; "
+                                        f"stopped, last good checkpoint kept in {ckdir / 'last.pt'}")
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=f"{epoch + 1}/{total_epochs}", loss=f"{terms['loss']:.4f}", refresh=False)
+                every = max(1, steps // 10)
+                if (s + 1) % every == 0 or s + 1 == steps:
+                    el = time.time() - t_ep
+                    ips = (s + 1) * sampler.batch_size / max(el, 1e-9)
+                    remaining = (steps - s - 1) + (total_epochs - epoch - 1) * steps
+                    append_jsonl(progress, {"event": "step", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
+                                            "step": s + 1, "steps": steps, "loss": terms["loss"],
+                                            "terms": terms, "images_per_s": round(ips, 1),
+                                            "eta_s": round(remaining * sampler.batch_size / max(ips, 1e-9), 1),
+                                            "time": time.time()})
+            mean_terms = {k: v / steps for k, v in sums.items()}
+            score = self._val_score(model, images, y_all, train_rows, val_rows, ds.num_classes, dev)
+            is_best = score >= best
+            best = max(best, score)
+            ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "best": best,
+                  "labels": torch.from_numpy(cur_labels), "config": cfg.to_dict(), "classes": list(ds.classes),
+                  "num_train_classes": ds.num_classes, "val_score": score}
+            save_torch(ckdir / "last.pt", ck)
+            if is_best:
+                save_torch(ckdir / "best.pt", ck)
+            run.register("checkpoints/last.pt")
+            if (ckdir / "best.pt").exists():
+                run.register("checkpoints/best.pt")
+            ips = steps * sampler.batch_size / max(time.time() - t_ep, 1e-9)
+            append_jsonl(progress, {"event": "epoch", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
+                                    "loss": mean_terms.get("loss"), "terms": mean_terms, "val_score": score,
+                                    "images_per_s": round(ips, 1), "best": is_best,
+                                    "eta_s": round((total_epochs - epoch - 1) * steps * sampler.batch_size / max(ips, 1e-9), 1),
+                                    "time": time.time()})
+            run.save_manifest()
+        if bar is not None:
+            bar.close()
+        self.model = model
+        self.labels_final = cur_labels
+
+    def _make_step(self, model, opt, num_classes: int, dev: torch.device):
+        cfg = self.cfg
+        use_amp = cfg.train.bf16 and dev.type == "cuda"
+        fwd = torch.compile(model) if (cfg.train.compile and dev.type == "cuda") else model
+
+        def step(xb_u8: torch.Tensor, lab: torch.Tensor, tgt: torch.Tensor | None, gen: torch.Generator) -> dict:
+            x = to_input(xb_u8)
+            if cfg.train.augment:
+                x = augment(x, gen)
+            if dev.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                z = fwd(x)
+                if cfg.loss.name == "softmax":
+                    logits = model.classifier(z)
+            if cfg.loss.name == "sgm":
+                terms = sgm_loss(z, lab, num_classes=num_classes, sigma=cfg.loss.sigma,
+                                 norm_lambda=cfg.loss.norm_lambda, targets=tgt)
+            elif cfg.loss.name == "triplet":
+                terms = triplet_loss(z, lab, triplets=cfg.loss.triplets, margin=cfg.loss.margin, generator=gen)
+            else:
+                terms = softmax_loss(logits, lab, targets=tgt)
+            opt.zero_grad(set_to_none=True)
+            if torch.isfinite(terms["loss"]):
+                terms["loss"].backward()
+                opt.step()
+            return {k: float(v.detach()) for k, v in terms.items()}
+
+        return step
+
+    @torch.no_grad()
+    def _val_score(self, model, images, y_all, train_rows, val_rows, C: int, dev) -> float:
+        """Model selection signal: Eq. 5 accuracy on (up to 2,048) validation images with class means
+        from (up to 4,096) training images; training-split kNN accuracy when there is no val split."""
+        if len(val_rows) == 0:
+            val_rows = train_rows
+        rng = np.random.default_rng(self.cfg.train.seed)
+        tr = train_rows if len(train_rows) <= 4096 else np.sort(rng.choice(train_rows, 4096, replace=False))
+        va = val_rows if len(val_rows) <= 2048 else np.sort(rng.choice(val_rows, 2048, replace=False))
+        zt = embed_images(model, images[torch.from_numpy(tr).to(images.device)], device=dev)
+        zv = embed_images(model, images[torch.from_numpy(va).to(images.device)], device=dev)
+        mu = M.class_means(zt, y_all[tr], C)
+        post = M.gaussian_posterior(zv, mu, sigma=self.cfg.loss.sigma)
+        return float((post.argmax(1) == y_all[va]).mean())
+
+    # -- after training: embeddings, predictions, metrics ------------------------------------------
+    def _finalize(self, run: Run, ds: Dataset, dev: torch.device) -> None:
+        cfg = self.cfg
+        model = self.model
+        ckdir = run.path / "checkpoints"
+        if (ckdir / "best.pt").exists() and cfg.hierarchy.levels == 1:
+            # Eq. 5 / kNN on the best epoch's weights (model selection on the val split)
+            model.load_state_dict(load_torch(ckdir / "best.pt", map_location=dev)["model"])
+        write_outputs(run, ds, model, cfg, dev, sub_levels=getattr(self, "labels_final", None))
+
+
+def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig, dev: torch.device,
+                  sub_levels: np.ndarray | None = None) -> dict:
+    """Embed every image; write items.parquet, images.npy, embeddings.npy, class_means.npy and
+    metrics.json into ``run`` (not the manifest's status: the caller does that)."""
+    z = embed_images(model, ds.images, device=dev, bf16=cfg.train.bf16)
+    if not np.isfinite(z).all():
+        raise TrainingError("embeddings hold NaN or inf; the model diverged")
+    y = ds.table["label"].to_numpy().astype(np.int64)
+    split = ds.table["split"].to_numpy()
+    tr = split == "train"
+    C = ds.num_classes
+    mu = M.class_means(z[tr], y[tr], C)
+    post = M.gaussian_posterior(z, mu, sigma=cfg.loss.sigma)
+    k = cfg.train.knn_k
+    pred = np.empty(len(y), np.int64)
+    pred[tr] = M.knn_predict(z[tr], y[tr], z[tr], k=k, num_classes=C, exclude_self=True)
+    if (~tr).any():
+        pred[~tr] = M.knn_predict(z[tr], y[tr], z[~tr], k=k, num_classes=C)
+    items = ds.table.copy()
+    if ds.votes is not None:
+        for j, c in enumerate(ds.classes):
+            items[f"vote_{c}"] = ds.votes[:, j].astype(np.float32)
+    items["pred"] = pred
+    items["pred_name"] = np.asarray(ds.classes, dtype=object)[pred]
+    items["posterior_pred"] = post[np.arange(len(y)), pred].astype(np.float32)
+    items["p_given"] = post[np.arange(len(y)), y].astype(np.float32)
+    if sub_levels is not None and cfg.hierarchy.levels > 1:
+        items["dgms_subclass"] = sub_levels.astype(np.int64)
+    metrics = {}
+    for s in ("train", "val", "test"):
+        m = split == s
+        if m.sum() < 2:
+            continue
+        metrics[s] = M.evaluate_split(z[tr], y[tr], z[m], y[m], num_classes=C, k=k, sigma=cfg.loss.sigma,
+                                      means=mu, seed=cfg.train.seed, exclude_self=(s == "train"))
+    run.put_array("images.npy", ds.images)
+    run.put_array("embeddings.npy", z)
+    run.put_array("class_means.npy", mu)
+    run.put_table("items.parquet", items)
+    old = run.json("metrics.json") if run.has("metrics.json") else {}
+    old.update(metrics)
+    run.put_json("metrics.json", old)
+    return metrics
+
+
+def train(cfg: RunConfig, out: Path | str, *, resume: bool = False, quiet: bool = False,
+          progress_bar: bool = True, dataset: Dataset | None = None) -> Run:
+    """Train per ``cfg`` into the run directory ``out``; returns the complete :class:`Run`."""
+    return Trainer(cfg, Path(out), resume=resume, quiet=quiet, progress_bar=progress_bar, dataset=dataset).run()
+
+
+def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str = "auto",
+             data_roots: tuple[str, ...] = ()) -> dict:
+    """Recompute the protocol from a run's stored embeddings, or (``data_spec``) embed another data
+    source with the run's model and score it against the run's training embeddings, classes matched
+    by name. Stores the result in metrics.json and returns it."""
+    from .embed import load_embedder
+    from .config import DataConfig
+
+    run = open_run(run_path)
+    cfg = RunConfig.from_dict(run.config)
+    items = run.items()
+    z = np.asarray(run.embeddings())
+    y = items["label"].to_numpy()
+    split = items["split"].to_numpy()
+    tr = split == "train"
+    C = len(run.classes)
+    mu = np.asarray(run.array("class_means.npy"))
+    if data_spec is None:
+        out = {}
+        for s in ("train", "val", "test"):
+            m = split == s
+            if m.sum() < 2:
+                continue
+            out[s] = M.evaluate_split(z[tr], y[tr], z[m], y[m], num_classes=C, k=cfg.train.knn_k,
+                                      sigma=cfg.loss.sigma, means=mu, seed=cfg.train.seed, exclude_self=(s == "train"))
+    else:
+        dcfg = DataConfig(spec=data_spec, image_size=cfg.data.image_size, on_bad_image=cfg.data.on_bad_image,
+                          data_roots=tuple(data_roots))
+        other = load_source(data_spec, dcfg)
+        name_to_run = {n.lower(): i for i, n in enumerate(run.classes)}
+        mapped = np.array([name_to_run.get(str(n).lower(), -1) for n in other.table["label_name"]])
+        keep = mapped >= 0
+        if not keep.any():
+            raise DataError(f"{data_spec}: none of its classes ({', '.join(other.classes)}) match the run's ({', '.join(run.classes)})")
+        dev = pick_device(device)
+        model = load_embedder(run, device=str(dev))
+        zo = embed_images(model, other.images[keep], device=dev)
+        yo = mapped[keep]
+        shared = np.unique(yo)
+        tr_shared = tr & np.isin(y, shared)
+        res = M.evaluate_split(z[tr_shared], y[tr_shared], zo, yo, num_classes=C, k=cfg.train.knn_k,
+                               sigma=cfg.loss.sigma, means=np.where(np.isin(np.arange(C), shared)[:, None], mu, np.nan),
+                               seed=cfg.train.seed)
+        res["classes_matched"] = [run.classes[c] for c in shared]
+        res["images_unmatched"] = int((~keep).sum())
+        out = {f"cross:{data_spec}": res}
+    metrics = run.metrics()
+    metrics.update(out)
+    run.put_json("metrics.json", metrics)
+    run.save_manifest()
+    return out
