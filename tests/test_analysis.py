@@ -1,0 +1,174 @@
+"""``analyze`` on a small fake run with known sub-groups and known flipped labels: every artifact
+is written as RUN_FORMAT.md says and survives a round-trip, metrics.json gains the ground-truth
+scores, a second run reads the stored maps back; plus the pure pieces on hand-made inputs."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import analysis as A
+from pipeline import hierarchy as H
+from pipeline import maps
+from pipeline.runs import create_run, open_run
+
+CLASSES = ["neutral", "happiness", "surprise"]
+
+
+def make_run(path, seed=0, n_per_sub=70, flip=0.08):
+    """3 classes x 2 hidden sub-groups in D=12, 8% flipped labels, a train/val/test split."""
+    rng = np.random.default_rng(seed)
+    z, lab, sub = [], [], []
+    for c in range(3):
+        centre = rng.normal(0, 5, 12)
+        for s in range(2):
+            m = centre + rng.normal(0, 2.5, 12)
+            z.append(m + rng.normal(0, 0.5, (n_per_sub, 12)))
+            lab += [c] * n_per_sub
+            sub += [2 * c + s] * n_per_sub
+    z = np.concatenate(z).astype(np.float32)
+    gt = np.array(lab)
+    n = len(gt)
+    flipped = rng.random(n) < flip
+    given = gt.copy()
+    given[flipped] = (gt[flipped] + rng.integers(1, 3, flipped.sum())) % 3
+    split = rng.choice(["train", "val", "test"], n, p=[0.7, 0.15, 0.15])
+    train = split == "train"
+    items = pd.DataFrame({
+        "id": [f"img{i:04d}" for i in range(n)], "source": "fake", "split": split,
+        "label": given, "label_name": np.array(CLASSES, dtype=object)[given], "path": "",
+        "gt_label": gt, "gt_subclass": np.array(sub), "gt_flipped": flipped,
+    })
+    from pipeline.mislabels import oos_evidence
+
+    items["pred"] = oos_evidence(z, given, train_mask=train, k=11).votes.argmax(1)
+    run = create_run(path, config={"hierarchy": {"min_per_subclass": 30, "max_components": 4, "topk": 8},
+                                   "train": {"knn_k": 11}, "loss": {"sigma": 0.5}}, classes=CLASSES)
+    run.put_table("items.parquet", items)
+    run.put_array("embeddings.npy", z)
+    run.put_array("class_means.npy", np.stack([z[train & (given == j)].mean(0) for j in range(3)]))
+    run.put_json("metrics.json", {"test": {"knn_accuracy": 0.9}})
+    run.save_manifest(status="complete")
+    return run.path
+
+
+@pytest.fixture(scope="module")
+def analyzed(tmp_path_factory):
+    path = make_run(tmp_path_factory.mktemp("an") / "run")
+    out = A.analyze(path, map_methods=("pca",), summary_size=10)
+    return path, out
+
+
+def test_every_artifact_is_listed_and_round_trips(analyzed):
+    path, _ = analyzed
+    run = open_run(path)                        # checks every listed size
+    items, z = run.items(), run.embeddings()
+    N, D = z.shape
+    sub = run.table("analysis/subclasses.parquet")
+    assert list(sub.columns) == ["subclass"] and len(sub) == N
+    js = run.json("analysis/subclasses.json")
+    K = len(js["subclasses"])
+    means = run.array("analysis/subclass_means.npy")
+    assert means.shape == (K, D) and means.dtype == np.float32
+    assert sub["subclass"].max() == K - 1
+    for e in js["subclasses"]:
+        rows = np.flatnonzero(sub["subclass"].to_numpy() == e["id"])
+        assert e["size"] == len(rows) and e["medoid"] in rows and set(e["topk"]) <= set(rows)
+        assert e["class_name"] == CLASSES[e["class"]] and (items["label"].to_numpy()[rows] == e["class"]).all()
+        assert np.allclose(means[e["id"]], z[rows].mean(0), atol=1e-5)
+    assert js["mode"] == "bic" and set(js["bic"]) == set(CLASSES)
+    mis = run.table("analysis/mislabels.parquet")
+    assert list(mis.columns) == ["score", "suggested", "suggested_name", "p_given_oos", "knn_disagree", "rank",
+                                 "cleanlab_score", "cleanlab_rank", "cleanlab_issue"] and len(mis) == N
+    conf = run.json("analysis/confusion.json")
+    m = np.array(conf["matrix"])
+    assert conf["classes"] == CLASSES and m.sum() == N
+    for key, rows in conf["cells"].items():
+        i, j = map(int, key.split(","))
+        assert m[i, j] == len(rows)
+        assert (items["label"].to_numpy()[rows] == i).all() and (items["pred"].to_numpy()[rows] == j).all()
+    summ = run.json("analysis/summary.json")
+    assert len(summ["rows"]) == 10 == len(set(summ["rows"])) and summ["method"]
+    idx = run.json("analysis/maps.json")
+    assert [e["method"] for e in idx] == ["pca"]
+    assert run.array(idx[0]["file"]).shape == (N, 2)
+    # what the manifest says is what is on disk, exactly
+    for name in run.artifacts:
+        assert (run.path / name).stat().st_size == run.artifacts[name]["bytes"]
+
+
+def test_metrics_gain_ground_truth_scores(analyzed):
+    path, out = analyzed
+    met = open_run(path).metrics()
+    assert met["test"] == {"knn_accuracy": 0.9}               # training's sections kept
+    sc, ml = met["subclass"], met["mislabels"]
+    assert sc["mode"] == "bic" and sc["n_hidden"] == 6
+    assert sc["nmi_within"] >= 0.6 and 0 <= sc["purity_within"] <= 1 and "nmi" in sc and "purity" in sc
+    assert ml["truth"] == "gt_flipped" and ml["base_rate"] == pytest.approx(ml["n_true"] / ml["n"])
+    for who in ("ours", "cleanlab"):
+        assert set(ml[who]) >= {"ap", "precision_at_k", "recall_at_k", "k"}
+        assert ml[who]["ap"] > 3 * ml["base_rate"]
+    assert ml["ours"]["ap"] >= 0.7
+    assert {"n_flagged", "precision", "recall"} <= set(ml["cleanlab"]["issues"])
+    assert "suggested_accuracy" in ml and "train" in ml
+    assert out["subclass"]["n_subclasses"] == sc["n_subclasses"]
+    assert out["timings"]["total"] > 0
+
+
+def test_second_analyze_reads_maps_back(tmp_path, monkeypatch):
+    path = make_run(tmp_path / "run")
+    A.analyze(path, map_methods=("pca",))
+    calls = []
+    real = maps.compute_map
+    monkeypatch.setattr(maps, "compute_map", lambda z, **kw: calls.append(kw["method"]) or real(z, **kw))
+    first = open_run(path).table("analysis/mislabels.parquet")
+    A.analyze(path, map_methods=("pca",))
+    assert calls == []
+    pd.testing.assert_frame_equal(first, open_run(path).table("analysis/mislabels.parquet"))
+
+
+def test_stored_algorithm2_levels_are_kept(tmp_path):
+    path = make_run(tmp_path / "run")
+    run = open_run(path)
+    z, lab = np.asarray(run.embeddings()), run.items()["label"].to_numpy()
+    l1 = H.split_classes(z, lab, n_components=1, min_per_subclass=30, seed=0)
+    l2 = H.split_classes(z, l1, n_components=2, min_per_subclass=30, seed=0)
+    A.write_hierarchy(run, H.describe(z, l2, lab, levels=[l1, l2], mode="dgms"))
+    A.analyze(path, map_methods=())
+    run = open_run(path)
+    t = run.table("analysis/subclasses.parquet")
+    assert list(t.columns) == ["subclass", "subclass_l1", "subclass_l2"]
+    assert np.array_equal(t["subclass_l2"], l2) and run.json("analysis/subclasses.json")["mode"] == "dgms"
+    assert run.metrics()["subclass"]["mode"] == "dgms"
+    with pytest.raises(ValueError):
+        A.analyze(make_run(tmp_path / "other"), map_methods=(), hierarchy_mode="dgms")
+
+
+def test_confusion_cells_hold_rows():
+    c = A.confusion(np.array([0, 0, 1, 1, 1]), np.array([0, 1, 1, 1, 0]), ["a", "b"])
+    assert c["matrix"] == [[1, 1], [1, 2]]
+    assert c["cells"] == {"0,0": [0], "0,1": [1], "1,0": [4], "1,1": [2, 3]}
+
+
+def test_album_summary_medoids_first_then_farthest_points():
+    z = np.array([[0, 0], [0.1, 0], [0, 0.1], [5, 5], [5.1, 5], [20, 20]], np.float32)
+    lab = np.array([0, 0, 0, 1, 1, 1])
+    sub = np.array([0, 0, 0, 1, 1, 2])
+    h = H.describe(z, sub, lab)
+    rows = A.album_summary(z, h, n=2)
+    assert list(rows) == [int(h.medoid[0]), int(h.medoid[1])]      # the two largest sub-classes
+    rows = A.album_summary(z, h, n=5)
+    assert len(set(rows)) == 5 and rows[2] == 5                   # then the isolated point
+    assert list(A.album_summary(z, h, n=5)) == list(rows)
+
+
+def test_scores_against_truth_are_exact_on_perfect_input():
+    lab = np.repeat([0, 1], 6)
+    hid = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3])
+    s = A.subclass_scores(hid + 10, hid, lab)
+    assert s["nmi_within"] == pytest.approx(1) and s["purity_within"] == 1 and s["nmi"] == pytest.approx(1)
+    truth = np.array([1, 0, 0, 1, 0, 0, 0, 0], bool)
+    t = pd.DataFrame({"score": truth * 1.0 + np.arange(8) * 0.01, "cleanlab_score": np.arange(8) * 1.0,
+                      "cleanlab_issue": truth, "suggested": np.zeros(8, int)})
+    m = A.mislabel_scores(t, truth)
+    assert m["ours"]["ap"] == 1 and m["ours"]["precision_at_k"] == 1 and m["base_rate"] == 0.25
+    assert m["cleanlab"]["issues"] == {"n_flagged": 2, "precision": 1.0, "recall": 1.0}
+    assert m["cleanlab"]["precision_at_k"] == 0.5                  # ranks rows 0, 1 first

@@ -1,0 +1,121 @@
+"""Sub-classes on blobs with known sub-groups: the fast BIC mode, one Algorithm 2 level, the
+description (medoid, top-k) against a brute-force loop, determinism by seed."""
+import numpy as np
+import pytest
+
+from pipeline import hierarchy as H
+
+
+def blobs(seed=0, n_classes=4, D=16):
+    """Classes made of 1-3 well separated sub-groups; returns z, labels, hidden sub-group ids."""
+    rng = np.random.default_rng(seed)
+    z, lab, hid = [], [], []
+    g = 0
+    for c in range(n_classes):
+        centre = rng.normal(0, 6, D)
+        for _ in range(1 + c % 3):
+            m = centre + rng.normal(0, 2.0, D)
+            n = int(rng.integers(90, 160))
+            z.append(m + rng.normal(0, 0.4, (n, D)))
+            lab += [c] * n
+            hid += [g] * n
+            g += 1
+    return np.concatenate(z).astype(np.float32), np.array(lab), np.array(hid)
+
+
+def test_fast_mode_finds_the_hidden_subgroups():
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    z, lab, hid = blobs()
+    h = H.fit_fast(z, lab, max_components=5, min_per_subclass=32, seed=0)
+    assert h.mode == "bic"
+    assert h.n_subclasses == len(np.unique(hid))
+    assert nmi(hid, h.labels) == pytest.approx(1.0)
+    for c in np.unique(lab):                      # the BIC curve covers 1..cap, one entry per k
+        cap = min(5, int((lab == c).sum()) // 32)
+        assert [k for k, _ in h.bic[int(c)]] == list(range(1, cap + 1))
+
+
+def test_min_per_subclass_caps_k():
+    z, lab, _ = blobs()
+    h = H.fit_fast(z, lab, max_components=5, min_per_subclass=10_000, seed=0)
+    assert h.n_subclasses == len(np.unique(lab))   # every class too small to split
+    sub = H.split_classes(z, lab, n_components=3, min_per_subclass=10_000, seed=0)
+    assert len(np.unique(sub)) == len(np.unique(lab))
+
+
+def test_split_classes_is_one_algorithm2_level():
+    z, lab, hid = blobs()
+    sizes = np.bincount(lab)
+    sub = H.split_classes(z, lab, n_components=2, min_per_subclass=32, seed=0)
+    assert sub.shape == lab.shape and sub.dtype == np.int64
+    # global ids, class by class, each sub-class inside one class, k = min(2, n // Mc) per class
+    assert np.array_equal(np.unique(sub), np.arange(sub.max() + 1))
+    for c in np.unique(lab):
+        assert len(np.unique(sub[lab == c])) == min(2, sizes[c] // 32)
+    for s in np.unique(sub):
+        assert len(np.unique(lab[sub == s])) == 1
+    assert np.all(np.diff([lab[sub == s][0] for s in np.unique(sub)]) >= 0)
+    # per-class k as a list; and the next level splits the sub-labels again
+    sub_l = H.split_classes(z, lab, n_components=[1, 2, 3, 1], min_per_subclass=32, seed=0)
+    assert [len(np.unique(sub_l[lab == c])) for c in range(4)] == [1, 2, 3, 1]
+    with pytest.raises(ValueError):
+        H.split_classes(z, lab, n_components=[1, 2], min_per_subclass=32, seed=0)
+
+
+def test_same_seed_same_result_and_different_seed_runs():
+    z, lab, _ = blobs(seed=3)
+    a = H.fit_fast(z, lab, seed=7, min_per_subclass=32)
+    b = H.fit_fast(z, lab, seed=7, min_per_subclass=32)
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.medoid, b.medoid)
+    assert a.bic == b.bic
+    s1 = H.split_classes(z, lab, n_components=3, min_per_subclass=20, seed=1)
+    s2 = H.split_classes(z, lab, n_components=3, min_per_subclass=20, seed=1)
+    assert np.array_equal(s1, s2)
+
+
+def test_describe_matches_a_brute_force_loop():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(60, 5)).astype(np.float32)
+    lab = np.repeat([0, 1], 30)
+    sub = np.where(lab == 0, rng.integers(0, 2, 60), 5 + rng.integers(0, 3, 60))
+    h = H.describe(z, sub, lab, topk=4)
+    assert h.n_subclasses == 5 and h.means.shape == (5, 5) and h.means.dtype == np.float32
+    assert h.size.sum() == 60
+    for s in range(h.n_subclasses):
+        rows = [i for i in range(60) if h.labels[i] == s]
+        c = lab[rows[0]]
+        assert h.sub_class[s] == c
+        assert h.share[s] == pytest.approx(len(rows) / 30)
+        mu = np.mean([z[i].astype(np.float64) for i in rows], axis=0)
+        assert np.allclose(h.means[s], mu, atol=1e-6)
+        assert h.variance[s] == pytest.approx(np.var(z[rows].astype(np.float64), axis=0).mean())
+        d = {i: float(((z[i] - mu) ** 2).sum()) for i in rows}
+        assert h.medoid[s] == min(rows, key=lambda i: (d[i], i))
+        dm = {i: float(((z[i].astype(np.float64) - z[h.medoid[s]]) ** 2).sum()) for i in rows}
+        want = sorted(rows, key=lambda i: (dm[i], i))[:4]
+        assert list(h.topk[s]) == want and h.topk[s][0] == h.medoid[s]
+    # largest sub-class first within a class
+    for c in (0, 1):
+        sizes = h.size[h.sub_class == c]
+        assert np.all(np.diff(sizes) <= 0)
+        assert list(h.index_in_class[h.sub_class == c]) == list(range(len(sizes)))
+
+
+def test_describe_refuses_a_subclass_across_classes():
+    z = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError):
+        H.describe(z, np.array([0, 0, 0, 0]), np.array([0, 0, 1, 1]))
+
+
+def test_storage_forms():
+    z, lab, _ = blobs()
+    h = H.fit_fast(z, lab, min_per_subclass=32, seed=0)
+    h2 = H.describe(z, h.labels, lab, levels=[lab, h.labels], mode="dgms")
+    t = H.to_table(h2)
+    assert list(t.columns) == ["subclass", "subclass_l1", "subclass_l2"] and len(t) == len(z)
+    js = H.to_json(h, [f"c{i}" for i in range(4)])
+    assert js["mode"] == "bic" and len(js["subclasses"]) == h.n_subclasses
+    assert set(js["subclasses"][0]) == {"id", "class", "class_name", "index_in_class", "size", "share",
+                                        "medoid", "topk", "variance"}
+    assert set(js["bic"]) == {"c0", "c1", "c2", "c3"}
