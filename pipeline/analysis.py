@@ -169,17 +169,31 @@ def read_hierarchy(run: Run) -> tuple[str, np.ndarray, list[np.ndarray]] | None:
     return mode, t["subclass"].to_numpy(np.int64), [t[c].to_numpy(np.int64) for c in lev_cols]
 
 
+def _stored_dgms(run: Run, items: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """Algorithm 2 sub-labels written by training (items columns) or by an earlier analyze."""
+    if "dgms_subclass" in items.columns:
+        lev_cols = sorted((c for c in items.columns if c.startswith("dgms_subclass_l")),
+                          key=lambda c: int(c[len("dgms_subclass_l"):]))
+        return items["dgms_subclass"].to_numpy(np.int64), [items[c].to_numpy(np.int64) for c in lev_cols]
+    stored = read_hierarchy(run)
+    if stored is not None and stored[0] == "dgms":
+        return stored[1], stored[2]
+    return None
+
+
 # ----------------------------------------------------------------------------- orchestrator
-def analyze(run_path: str | Path, *, map_methods: Sequence[str] = ("tsne", "umap", "pca"),
+def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca"),
             hierarchy_mode: str = "auto", summary_size: int = 32, seed: int = 0,
             knn_k: int | None = None, sigma: float | None = None,
             max_components: int | None = None, min_per_subclass: int | None = None,
             topk: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Compute and store every analysis of the run at ``run_path``; return what was measured.
 
-    hierarchy_mode: "bic" (fast per-class mixtures), "dgms" (describe the Algorithm 2 levels
-    already stored by training; error when there are none) or "auto" (dgms when stored, else
-    bic). Options left None come from the run's config (hierarchy, loss.sigma, train.knn_k).
+    maps: the map methods to compute (or read back), with :data:`pipeline.maps.DEFAULTS`.
+    hierarchy_mode: "bic" (fast per-class mixtures), "dgms" (describe the Algorithm 2 sub-labels
+    that training stored: the ``dgms_subclass`` column of items.parquet, with
+    ``dgms_subclass_l<i>`` level columns when present, or an earlier ``write_hierarchy``; an
+    error when there are none) or "auto" (dgms when stored, else bic). Options left None come from the run's config (hierarchy, loss.sigma, train.knn_k).
     Returns {"subclass": ..., "mislabels": ..., "timings": {step: seconds}}.
     """
     say = log or (lambda _msg: None)
@@ -201,13 +215,13 @@ def analyze(run_path: str | Path, *, map_methods: Sequence[str] = ("tsne", "umap
 
     # -- sub-classes
     t0 = time.perf_counter()
-    stored = read_hierarchy(run)
     if hierarchy_mode not in ("auto", "bic", "dgms"):
         raise ValueError(f"hierarchy_mode must be auto, bic or dgms, not {hierarchy_mode!r}")
-    if hierarchy_mode == "dgms" and (stored is None or stored[0] != "dgms"):
-        raise ValueError(f"{run.path}: no Algorithm 2 levels stored (train with --levels > 1)")
-    if stored is not None and stored[0] == "dgms" and hierarchy_mode != "bic":
-        h = hier.describe(z, stored[1], labels, topk=topk, mode="dgms", levels=stored[2])
+    stored = _stored_dgms(run, items) if hierarchy_mode != "bic" else None
+    if hierarchy_mode == "dgms" and stored is None:
+        raise ValueError(f"{run.path}: no Algorithm 2 sub-classes stored (train with --levels > 1)")
+    if stored is not None:
+        h = hier.describe(z, stored[0], labels, topk=topk, mode="dgms", levels=stored[1])
     else:
         h = hier.fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
                           seed=seed, topk=topk)
@@ -262,7 +276,7 @@ def analyze(run_path: str | Path, *, map_methods: Sequence[str] = ("tsne", "umap
     run.save_manifest()
 
     # -- maps last: the slow part, and each is saved as soon as it exists
-    for method in map_methods:
+    for method in maps:
         t0 = time.perf_counter()
         maps_mod.get_or_compute(run, method, seed=seed, save=True)
         timings[f"map_{method}"] = time.perf_counter() - t0

@@ -97,14 +97,15 @@ def relabel_compact(sub: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def split_classes(z: np.ndarray, labels: np.ndarray, *, n_components: int | Sequence[int],
-                  min_per_subclass: int, seed: int,
+                  min_per_subclass: int, seed: int, fit_mask: np.ndarray | None = None,
                   covariance_type: str = DEFAULT_COVARIANCE) -> np.ndarray:
     """One level of Algorithm 2: split every class with an EM Gaussian mixture.
 
     z: (N, D) float32; labels: (N,) int (class ids, or the previous level's sub-labels: each
     distinct value is split on its own). ``n_components``: k for every class, or one k per
     distinct label value (in sorted order). Per group k = min(k, |Z_j| // Mc), at least 1.
-    Returns (N,) int64 global sub-labels, numbered group by group, largest component first.
+    fit_mask: (N,) bool, fit each mixture on these rows only (the training split) and assign
+    every row of the group to its most likely component; None fits on all rows. Returns (N,) int64 global sub-labels, numbered group by group, largest component first.
     """
     z = np.asarray(z, dtype=np.float64)
     labels = np.asarray(labels)
@@ -115,15 +116,18 @@ def split_classes(z: np.ndarray, labels: np.ndarray, *, n_components: int | Sequ
         ks = [int(k) for k in n_components]
         if len(ks) != len(groups):
             raise ValueError(f"n_components has {len(ks)} entries for {len(groups)} classes")
+    fit_mask = np.ones(labels.shape[0], bool) if fit_mask is None else np.asarray(fit_mask, bool)
     sub = np.zeros(labels.shape[0], dtype=np.int64)
     offset = 0
     for g, k_want in zip(groups, ks):
         rows = np.flatnonzero(labels == g)
-        k = _cap(len(rows), k_want, min_per_subclass)
-        if k == 1:
+        fit = rows[fit_mask[rows]]
+        k = _cap(len(fit), k_want, min_per_subclass)
+        if k == 1 or len(fit) < 2:
+            k = 1
             sub[rows] = offset
         else:
-            gm = _gmm(k, seed, covariance_type).fit(z[rows])
+            gm = _gmm(k, seed, covariance_type).fit(z[fit])
             sub[rows] = offset + gm.predict(z[rows])
         offset += k
     return relabel_compact(sub, labels)

@@ -53,7 +53,7 @@ def make_run(path, seed=0, n_per_sub=70, flip=0.08):
 @pytest.fixture(scope="module")
 def analyzed(tmp_path_factory):
     path = make_run(tmp_path_factory.mktemp("an") / "run")
-    out = A.analyze(path, map_methods=("pca",), summary_size=10)
+    out = A.analyze(path, maps=("pca",), summary_size=10)
     return path, out
 
 
@@ -115,12 +115,12 @@ def test_metrics_gain_ground_truth_scores(analyzed):
 
 def test_second_analyze_reads_maps_back(tmp_path, monkeypatch):
     path = make_run(tmp_path / "run")
-    A.analyze(path, map_methods=("pca",))
+    A.analyze(path, maps=("pca",))
     calls = []
     real = maps.compute_map
     monkeypatch.setattr(maps, "compute_map", lambda z, **kw: calls.append(kw["method"]) or real(z, **kw))
     first = open_run(path).table("analysis/mislabels.parquet")
-    A.analyze(path, map_methods=("pca",))
+    A.analyze(path, maps=("pca",))
     assert calls == []
     pd.testing.assert_frame_equal(first, open_run(path).table("analysis/mislabels.parquet"))
 
@@ -132,14 +132,30 @@ def test_stored_algorithm2_levels_are_kept(tmp_path):
     l1 = H.split_classes(z, lab, n_components=1, min_per_subclass=30, seed=0)
     l2 = H.split_classes(z, l1, n_components=2, min_per_subclass=30, seed=0)
     A.write_hierarchy(run, H.describe(z, l2, lab, levels=[l1, l2], mode="dgms"))
-    A.analyze(path, map_methods=())
+    A.analyze(path, maps=())
     run = open_run(path)
     t = run.table("analysis/subclasses.parquet")
     assert list(t.columns) == ["subclass", "subclass_l1", "subclass_l2"]
     assert np.array_equal(t["subclass_l2"], l2) and run.json("analysis/subclasses.json")["mode"] == "dgms"
     assert run.metrics()["subclass"]["mode"] == "dgms"
     with pytest.raises(ValueError):
-        A.analyze(make_run(tmp_path / "other"), map_methods=(), hierarchy_mode="dgms")
+        A.analyze(make_run(tmp_path / "other"), maps=(), hierarchy_mode="dgms")
+
+
+def test_dgms_column_written_by_training_is_described(tmp_path):
+    path = make_run(tmp_path / "run")
+    run = open_run(path)
+    items, z = run.items(), np.asarray(run.embeddings())
+    lab = items["label"].to_numpy()
+    items["dgms_subclass"] = H.split_classes(z, lab, n_components=2, min_per_subclass=30, seed=0,
+                                             fit_mask=(items["split"] == "train").to_numpy())
+    run.put_table("items.parquet", items)
+    run.save_manifest()
+    out = A.analyze(path, maps=())
+    t = open_run(path).table("analysis/subclasses.parquet")
+    assert out["subclass"]["mode"] == "dgms"
+    assert np.array_equal(H.relabel_compact(items["dgms_subclass"].to_numpy(), lab), t["subclass"])
+    assert A.analyze(path, maps=(), hierarchy_mode="bic")["subclass"]["mode"] == "bic"
 
 
 def test_confusion_cells_hold_rows():

@@ -63,6 +63,22 @@ def test_split_classes_is_one_algorithm2_level():
         H.split_classes(z, lab, n_components=[1, 2], min_per_subclass=32, seed=0)
 
 
+def test_split_on_training_rows_assigns_every_row():
+    z, lab, hid = blobs()
+    fit = np.random.default_rng(0).random(len(lab)) < 0.6
+    sub = H.split_classes(z, lab, n_components=3, min_per_subclass=20, seed=0, fit_mask=fit)
+    # the held-out rows land in the sub-group their training neighbours form
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    for c in np.unique(lab):
+        r = (lab == c) & ~fit
+        if len(np.unique(hid[r])) > 1:
+            assert nmi(hid[r], sub[r]) > 0.6
+    # Mc counts training rows only
+    sub = H.split_classes(z, lab, n_components=3, min_per_subclass=int(fit.sum()), seed=0, fit_mask=fit)
+    assert len(np.unique(sub)) == len(np.unique(lab))
+
+
 def test_same_seed_same_result_and_different_seed_runs():
     z, lab, _ = blobs(seed=3)
     a = H.fit_fast(z, lab, seed=7, min_per_subclass=32)
