@@ -333,6 +333,62 @@ class TrainRequest:
         return pipeline_argv(*argv)
 
 
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def discover_sources(roots: list[Path], *, depth: int = 2, limit: int = 200) -> list[str]:
+    """Data specs found under the data roots, for the training form's menu (a guess per folder:
+    FER+ layout, a class-per-folder tree, a CSV). Only looks ``depth`` levels down."""
+    out: list[str] = []
+
+    def visit(d: Path, level: int) -> None:
+        if len(out) >= limit:
+            return
+        try:
+            entries = sorted(d.iterdir())
+        except OSError:
+            return
+        names = {e.name for e in entries}
+        if {"FER2013Train", "FER2013Test"} <= names:
+            out.append(f"ferplus:{d}")
+        elif level > 0 and any(e.is_dir() and not e.name.startswith(".") for e in entries) and _has_images_below(d):
+            out.append(f"folder:{d}")
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_file() and e.suffix.lower() == ".csv":
+                n = e.name.lower()
+                kind = "fer2013" if n.startswith("fer2013") and "new" not in n else (
+                    "affectnet" if "training" in n or "validation" in n else "csv")
+                out.append(f"{kind}:{e}")
+            elif e.is_dir() and level < depth and not e.name.startswith("FER2013"):
+                visit(e, level + 1)
+
+    for r in roots:
+        visit(Path(r), 0)
+    return out[:limit]
+
+
+def _has_images_below(d: Path) -> bool:
+    try:
+        for sub in list(d.iterdir())[:20]:
+            if sub.is_dir():
+                for f in list(sub.iterdir())[:20]:
+                    if f.suffix.lower() in IMAGE_EXT:
+                        return True
+    except OSError:
+        return False
+    return False
+
+
+def spec_paths(spec: str) -> list[str]:
+    """The file-system paths a data spec reads (none for ``synthetic``)."""
+    kind, _, arg = spec.partition(":")
+    if kind.strip().lower() == "synthetic" or not arg.strip():
+        return []
+    return [p.strip() for p in arg.split(",") if p.strip()]
+
+
 def slug(text: str, n: int = 24) -> str:
     s = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(text).split(":", 1)[-1] or str(text)).name or str(text)).strip("-")
     return (s or "data")[:n].lower()
@@ -365,6 +421,30 @@ def start_train(root: Path, req: TrainRequest, *, analyze: bool = True, run_dir:
 def start_analyze(root: Path, run_dir: Path) -> Job:
     return start(root, "analyze", Path(run_dir), [pipeline_argv("analyze", str(run_dir))],
                  title=f"analyze {Path(run_dir).name}")
+
+
+def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: str = "demo") -> Job:
+    """Build the first-launch demo in ``root/name``: train then analyze, or whatever is left of it
+    (resume an interrupted training, analyze a trained but unanalysed run)."""
+    from pipeline.runs import RunError, open_run
+
+    root = Path(root)
+    demo = root / name
+    req = TrainRequest(spec=spec, epochs=epochs)
+    status = None
+    if (demo / "manifest.json").exists():
+        try:
+            status = open_run(demo, require_complete=False).status
+        except RunError:
+            status = "broken"
+    if status == "complete":
+        return start(root, "demo", demo, [pipeline_argv("analyze", str(demo))], title="the demo (analysis)")
+    if status in ("interrupted", "failed", "running"):
+        req = TrainRequest(spec=spec, epochs=epochs, resume=True)
+    elif status == "broken" or (status is None and demo.exists() and any(demo.iterdir())):
+        demo = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return start(root, "demo", demo, [req.train_argv(demo), pipeline_argv("analyze", str(demo))],
+                 title="the synthetic demo")
 
 
 def command_line(job: Job) -> str:

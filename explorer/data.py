@@ -1,0 +1,349 @@
+"""The only module that reads runs (through ``pipeline.runs``); everything is cached.
+
+Cache keys are ``(run path, manifest mtime)``: the pipeline rewrites ``manifest.json`` last after
+every change (training finishing, ``analyze`` adding a table), so a changed run is re-read and an
+unchanged one never is. Small things (tables, JSON) use ``st.cache_data``; large arrays, the
+thumbnail store, the kNN index and per-colouring arrays use ``st.cache_resource`` (shared, never
+copied: callers treat them as read-only).
+
+Every function raises :class:`pipeline.runs.RunError` (one-line message) when a run is missing,
+incomplete or corrupt; views show it with ``widgets.run_guard`` and carry on.
+Conventions: N images, C classes, K sub-classes.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pipeline.runs import MANIFEST, STATUS_COMPLETE, Run, RunError, list_runs, open_run, read_jsonl
+
+from . import figures
+
+ANALYSIS_FILES = ("analysis/subclasses.json", "analysis/maps.json", "analysis/mislabels.parquet",
+                  "analysis/confusion.json", "analysis/summary.json")
+
+
+# ---------------------------------------------------------------------------- run identity
+def stamp(path: str | Path) -> int:
+    """The manifest's mtime in ns: part of every cache key."""
+    try:
+        return (Path(path) / MANIFEST).stat().st_mtime_ns
+    except FileNotFoundError:
+        raise RunError(f"{Path(path) / MANIFEST}: missing (the run was moved or deleted)") from None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One row of the run picker."""
+    name: str
+    path: str
+    status: str                    # complete / running / failed / interrupted / broken
+    problem: str = ""              # RunError message for a broken run
+    updated: float = 0.0
+    n_images: int | None = None
+    spec: str = ""
+    loss: str = ""
+    backbone: str = ""
+    analysed: bool = False
+
+    @property
+    def usable(self) -> bool:
+        return self.status == STATUS_COMPLETE and not self.problem
+
+    def label(self) -> str:
+        bits = [self.name]
+        if self.problem:
+            bits.append("(unreadable)")
+        elif self.status != STATUS_COMPLETE:
+            bits.append(f"({self.status})")
+        elif not self.analysed:
+            bits.append("(not analysed)")
+        return " ".join(bits)
+
+
+def runs(root: str | Path) -> list[RunInfo]:
+    """Every run folder under ``root``, newest first. Cheap (one manifest read + stats per run)."""
+    out = []
+    for path, run, problem in list_runs(Path(root)):
+        if run is None:
+            out.append(RunInfo(name=path.name, path=str(path), status="broken", problem=problem))
+            continue
+        cfg = run.config
+        out.append(RunInfo(
+            name=path.name, path=str(path), status=run.status, updated=float(run.manifest.get("updated", 0) or 0),
+            n_images=(run.manifest.get("data") or {}).get("n_images"),
+            spec=str((cfg.get("data") or {}).get("spec", "")), loss=str((cfg.get("loss") or {}).get("name", "")),
+            backbone=str((cfg.get("model") or {}).get("backbone", "")),
+            analysed=all(a in run.artifacts for a in ANALYSIS_FILES)))
+    return out
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _run(path: str, stamp_: int) -> Run:
+    return open_run(Path(path))
+
+
+def run(path: str | Path) -> Run:
+    """The validated, complete run at ``path``."""
+    return _run(str(path), stamp(path))
+
+
+def analysed(path: str | Path) -> bool:
+    r = run(path)
+    return all(r.has(a) for a in ANALYSIS_FILES)
+
+
+# ---------------------------------------------------------------------------- tables and JSON
+@st.cache_data(max_entries=8, show_spinner=False)
+def _items(path: str, stamp_: int) -> pd.DataFrame:
+    return _run(path, stamp_).items()
+
+
+def items(path: str | Path) -> pd.DataFrame:
+    """items.parquet: one row per image (row i = row i of every array)."""
+    return _items(str(path), stamp(path))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _columns(path: str, stamp_: int) -> dict[str, np.ndarray]:
+    """The few items columns the hot paths need, as shared numpy arrays (no per-call copy)."""
+    df = _run(path, stamp_).items()
+    out = {}
+    for c in ("id", "label", "label_name", "split", "pred", "pred_name"):
+        if c in df:
+            out[c] = df[c].to_numpy(dtype=object if df[c].dtype.kind not in "iufb" else None)
+    out["n"] = np.asarray(len(df))
+    return out
+
+
+def columns(path: str | Path) -> dict[str, np.ndarray]:
+    return _columns(str(path), stamp(path))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _json(path: str, stamp_: int, name: str):
+    return _run(path, stamp_).json(name)
+
+
+def _optional_json(path: str | Path, name: str):
+    r = run(path)
+    return _json(str(path), stamp(path), name) if r.has(name) else None
+
+
+def metrics(path: str | Path) -> dict:
+    return _optional_json(path, "metrics.json") or {}
+
+
+def subclasses(path: str | Path) -> dict | None:
+    """analysis/subclasses.json, or None before ``analyze``."""
+    return _optional_json(path, "analysis/subclasses.json")
+
+
+def confusion(path: str | Path) -> dict | None:
+    return _optional_json(path, "analysis/confusion.json")
+
+
+def summary(path: str | Path) -> dict | None:
+    return _optional_json(path, "analysis/summary.json")
+
+
+def maps_index(path: str | Path) -> list[dict]:
+    return _optional_json(path, "analysis/maps.json") or []
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _table(path: str, stamp_: int, name: str) -> pd.DataFrame:
+    return _run(path, stamp_).table(name)
+
+
+def mislabels(path: str | Path) -> pd.DataFrame | None:
+    r = run(path)
+    name = "analysis/mislabels.parquet"
+    return _table(str(path), stamp(path), name) if r.has(name) else None
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _subclass_rows(path: str, stamp_: int) -> np.ndarray | None:
+    r = _run(path, stamp_)
+    if not r.has("analysis/subclasses.parquet"):
+        return None
+    return r.table("analysis/subclasses.parquet")["subclass"].to_numpy(dtype=np.int64)
+
+
+def subclass_of_rows(path: str | Path) -> np.ndarray | None:
+    """(N,) global sub-class id of every row (final level), or None before ``analyze``."""
+    return _subclass_rows(str(path), stamp(path))
+
+
+def progress(path: str | Path) -> list[dict]:
+    """progress.jsonl events; works on runs still training (no manifest check)."""
+    p = Path(path) / "progress.jsonl"
+    try:
+        st_ = p.stat()
+    except FileNotFoundError:
+        return []
+    return _progress(str(p), st_.st_mtime_ns, st_.st_size)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _progress(p: str, mtime: int, size: int) -> list[dict]:
+    return read_jsonl(Path(p))
+
+
+# ---------------------------------------------------------------------------- arrays
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _map_xy(path: str, stamp_: int, file: str) -> np.ndarray:
+    r = _run(path, stamp_)
+    xy = np.asarray(r.array(file), dtype=np.float32)
+    n = len(r.items()) if "items.parquet" in r.artifacts else xy.shape[0]
+    if xy.ndim != 2 or xy.shape != (n, 2):
+        raise RunError(f"{Path(path) / file}: map has shape {list(xy.shape)}, expected [{n}, 2]")
+    # three significant decimals of the map's extent are plenty on screen
+    return np.round(xy, 3).astype(np.float32)
+
+
+def map_xy(path: str | Path, file: str) -> np.ndarray:
+    """(N, 2) float32 coordinates of one stored map (``maps.json`` entry ``file``)."""
+    names = {m.get("file") for m in maps_index(path)}
+    if file not in names:
+        raise RunError(f"{Path(path) / file}: not in analysis/maps.json")
+    return _map_xy(str(path), stamp(path), file)
+
+
+class Thumbs:
+    """PNG thumbnails of one run's images, encoded on first use and kept (a few KB each)."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+        self._png: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def png(self, row: int) -> bytes:
+        row = int(row)
+        b = self._png.get(row)
+        if b is None:
+            from PIL import Image
+
+            if not 0 <= row < len(self):
+                raise IndexError(f"row {row} outside 0..{len(self) - 1}")
+            buf = io.BytesIO()
+            Image.fromarray(np.asarray(self.images[row], dtype=np.uint8), mode="L").save(buf, "PNG", compress_level=1)
+            b = buf.getvalue()
+            with self._lock:
+                self._png[row] = b
+        return b
+
+    def many(self, rows) -> list[bytes]:
+        return [self.png(r) for r in rows]
+
+    def data_uri(self, row: int) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png(row)).decode("ascii")
+
+    def pixels(self, row: int) -> np.ndarray:
+        return np.asarray(self.images[int(row)], dtype=np.uint8)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _thumbs(path: str, stamp_: int) -> Thumbs:
+    return Thumbs(_run(path, stamp_).images())
+
+
+def thumbs(path: str | Path) -> Thumbs:
+    return _thumbs(str(path), stamp(path))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Building the neighbour index…")
+def _similar(path: str, stamp_: int):
+    from pipeline.similar import SimilarIndex
+
+    return SimilarIndex(_run(path, stamp_))
+
+
+def similar_index(path: str | Path):
+    """pipeline.similar.SimilarIndex for the run (kNN over embeddings; model loaded on first upload)."""
+    return _similar(str(path), stamp(path))
+
+
+# ---------------------------------------------------------------------------- map colourings
+def colour_options(path: str | Path) -> dict[str, str]:
+    """key -> menu label of every way the map can be coloured for this run."""
+    df = items(path)
+    opts = {"label": "Given label"}
+    if subclass_of_rows(path) is not None:
+        opts["subclass"] = "Sub-class"
+    if "pred" in df:
+        opts["pred"] = "kNN prediction"
+    if mislabels(path) is not None:
+        opts["mislabel"] = "Mislabel score (ours)"
+        opts["cleanlab"] = "Label quality (cleanlab)"
+    if "p_given" in df:
+        opts["p_given"] = "P(given label | z)"
+    if "split" in df:
+        opts["split"] = "Split"
+    opts["review"] = "Review decision"
+    for c in df.columns:
+        if c.startswith("gt_"):
+            opts[c] = f"Ground truth: {c[3:]}"
+    return opts
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _colouring(path: str, stamp_: int, by: str, names: tuple) -> figures.Colouring:
+    r = _run(path, stamp_)
+    df = r.items()
+    classes = r.classes
+    if by == "label":
+        return figures.categorical(df["label"].to_numpy(), names=classes, title="given label")
+    if by == "pred":
+        return figures.categorical(df["pred"].to_numpy(), names=classes, title="kNN prediction")
+    if by == "subclass":
+        sub = _subclass_rows(path, stamp_)
+        info = {s["id"]: s for s in (_json(path, stamp_, "analysis/subclasses.json") or {}).get("subclasses", [])}
+        named = dict(names)
+        ids = sorted(set(np.unique(sub).tolist()) | set(info))
+        labels = [subclass_label(info.get(i, {"id": i}), named.get(i)) for i in ids]
+        lookup = np.zeros(max(ids) + 1 if ids else 1, dtype=np.int64)
+        lookup[ids] = np.arange(len(ids))
+        return figures.categorical(lookup[sub], names=labels, title="sub-class")
+    if by in ("mislabel", "cleanlab"):
+        m = _table(path, stamp_, "analysis/mislabels.parquet")
+        col = "score" if by == "mislabel" else "cleanlab_score"
+        return figures.continuous(m[col].to_numpy(), title="mislabel score" if by == "mislabel" else "label quality")
+    if by in df.columns:
+        s = df[by]
+        if s.dtype.kind == "f":
+            return figures.continuous(s.to_numpy(), title=by)
+        return figures.categorical(s.astype(str).to_numpy(), title=by)
+    raise RunError(f"{path}: no column {by!r} to colour by")
+
+
+def colouring(path: str | Path, by: str, *, subclass_names: dict[int, str] | None = None,
+              decisions: dict[str, tuple] | None = None) -> figures.Colouring:
+    """The map colouring ``by`` one of :func:`colour_options` (``review`` needs ``decisions``)."""
+    if by == "review":
+        ids = columns(path)["id"]
+        d = decisions or {}
+        vals = np.fromiter((d.get(i, ("not reviewed",))[0] for i in ids), dtype=object, count=len(ids)) if d \
+            else np.full(len(ids), "not reviewed", dtype=object)
+        return figures.categorical(vals, title="review", order=["not reviewed", "keep", "flag", "relabel"])
+    names = tuple(sorted((subclass_names or {}).items())) if by == "subclass" else ()
+    return _colouring(str(path), stamp(path), by, names)
+
+
+def subclass_label(info: dict, name: str | None = None) -> str:
+    """How a sub-class is called on screen: the person's name, else ``class #k``."""
+    if name:
+        return name
+    cls = info.get("class_name", "?")
+    k = info.get("index_in_class")
+    return f"{cls} #{int(k) + 1}" if k is not None else f"sub-class {info.get('id', '?')}"

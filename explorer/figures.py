@@ -1,0 +1,320 @@
+"""Pure Plotly figure builders: arrays and frames in, ``go.Figure`` out. No Streamlit here.
+
+Conventions: N images, C classes. The map is ONE Scattergl trace whose point ``i`` is row ``i``
+of the run, so a box or lasso selection's ``point_index`` *is* the row: no per-point
+``customdata`` or hover strings go over the wire. Colours travel as small integer codes
+(``uint8``/``uint16``) against a stepped colour scale; coordinates as float32. Plotly encodes
+numpy arrays as base64 typed arrays, so 35,000 points cost about 0.4 MB, not 3 MB of JSON.
+
+Every user string (class, sub-class or tag names) is HTML-escaped before it reaches Plotly,
+whose text renderer understands a few tags (``<a href>``, ``<b>``, ...).
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+# 48 distinct colours (Plotly's Dark24 + Light24): categories beyond that repeat colours.
+PALETTE = [
+    "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86",
+    "#EB663B", "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE",
+    "#862A16", "#A777F1", "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038",
+    "#FD3216", "#00FE35", "#6A76FC", "#FED4C4", "#FE00CE", "#0DF9FF", "#F6F926", "#FF9616",
+    "#479B55", "#EEA6FB", "#DC587D", "#D626FF", "#6E899C", "#00B5F7", "#B68E00", "#C9FBE5",
+    "#FF0092", "#22FFA7", "#E3EE9E", "#86CE00", "#BC7196", "#7E7DCD", "#FC6955", "#E48F72",
+]
+CONTINUOUS = "Viridis"
+MAX_LEGEND = 40  # more categories than this get no colour-bar labels
+
+
+def plain(text: object) -> str:
+    """A user string made inert for Plotly's text renderer."""
+    return html.escape(str(text), quote=False)
+
+
+@dataclass(frozen=True)
+class Colouring:
+    """How the map's points are coloured.
+
+    ``codes``: (N,) uint8/uint16 category codes (``kind="category"``) or uint8 0..255 levels of a
+    continuous value (``kind="value"``). ``names``: category names, or for values the
+    ``(lo, hi)`` range as strings. ``title``: the colour bar title.
+    """
+    codes: np.ndarray
+    kind: str
+    names: tuple[str, ...]
+    title: str
+    lo: float = 0.0
+    hi: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in ("category", "value"):
+            raise ValueError(f"unknown colouring kind {self.kind!r}")
+
+
+def categorical(values: Sequence | np.ndarray, *, title: str, names: Sequence[str] | None = None,
+                order: Sequence | None = None) -> Colouring:
+    """(N,) labels (ints or strings) -> category codes. ``names`` maps code -> display name when
+    ``values`` are already codes 0..K-1; otherwise categories are the sorted unique values."""
+    v = np.asarray(values)
+    if names is not None and np.issubdtype(v.dtype, np.integer):
+        codes = v.astype(np.int64)
+        cats = tuple(str(n) for n in names)
+        if len(codes) and (codes.min() < 0 or codes.max() >= len(cats)):
+            raise ValueError("category code outside names")
+    else:
+        s = pd.Series(v)
+        s = s.astype(str).where(s.notna(), "(none)")
+        uniq = list(order) if order is not None else sorted(s.unique().tolist(), key=_natural)
+        uniq = [str(u) for u in uniq]
+        lookup = {u: i for i, u in enumerate(uniq)}
+        missing = set(s.unique()) - set(lookup)
+        for m in sorted(missing, key=_natural):
+            lookup[m] = len(uniq)
+            uniq.append(m)
+        codes = s.map(lookup).to_numpy(dtype=np.int64)
+        cats = tuple(uniq)
+    dtype = np.uint8 if len(cats) <= 256 else np.uint16
+    return Colouring(codes=codes.astype(dtype), kind="category", names=cats, title=title)
+
+
+def continuous(values: np.ndarray, *, title: str) -> Colouring:
+    """(N,) floats -> 256 levels (NaN shown at the lowest level)."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    span = hi - lo if hi > lo else 1.0
+    q = np.clip(np.round((np.nan_to_num(v, nan=lo) - lo) / span * 255.0), 0, 255).astype(np.uint8)
+    return Colouring(codes=q, kind="value", names=(f"{lo:.3g}", f"{hi:.3g}"), title=title, lo=lo, hi=hi)
+
+
+def _natural(s: str):
+    try:
+        return (0, float(s), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(s))
+
+
+def _stepped(n: int) -> list:
+    """A colour scale with flat steps so code k (on cmin=-0.5, cmax=n-0.5) gets PALETTE[k]."""
+    if n <= 1:
+        return [[0.0, PALETTE[0]], [1.0, PALETTE[0]]]
+    scale = []
+    for k in range(n):
+        c = PALETTE[k % len(PALETTE)]
+        scale.append([k / n, c])
+        scale.append([(k + 1) / n, c])
+    return scale
+
+
+def map_figure(xy: np.ndarray, colouring: Colouring, *, highlight: np.ndarray | None = None,
+               point_size: float = 4.0, height: int = 620, title: str = "") -> go.Figure:
+    """xy: (N, 2) float coordinates; one Scattergl trace, point i = row i.
+
+    ``highlight``: rows to emphasise (the others are dimmed), e.g. a class or a sub-class.
+    """
+    xy = np.asarray(xy, dtype=np.float32)
+    n = len(colouring.names)
+    marker: dict = dict(color=colouring.codes, size=point_size, line=dict(width=0), showscale=True)
+    if colouring.kind == "category":
+        marker.update(colorscale=_stepped(n), cmin=-0.5, cmax=n - 0.5)
+        bar: dict = dict(title=dict(text=plain(colouring.title)), thickness=12, len=0.9)
+        if n <= MAX_LEGEND:
+            bar.update(tickvals=list(range(n)), ticktext=[plain(x)[:28] for x in colouring.names], tickmode="array")
+        else:
+            bar.update(showticklabels=False, title=dict(text=plain(f"{colouring.title} ({n})")))
+        marker["colorbar"] = bar
+    else:
+        marker.update(colorscale=CONTINUOUS, cmin=0, cmax=255)
+        ticks = np.linspace(0, 255, 5)
+        marker["colorbar"] = dict(title=dict(text=plain(colouring.title)), thickness=12, len=0.9, tickmode="array",
+                                  tickvals=ticks.tolist(),
+                                  ticktext=[f"{colouring.lo + t / 255 * (colouring.hi - colouring.lo):.3g}" for t in ticks])
+    trace = go.Scattergl(
+        x=xy[:, 0], y=xy[:, 1], mode="markers", marker=marker,
+        hovertemplate="row %{pointNumber}<extra></extra>", showlegend=False,
+    )
+    if highlight is not None:
+        trace.selectedpoints = np.asarray(highlight, dtype=np.int64).tolist()
+        trace.unselected = dict(marker=dict(opacity=0.12))
+    fig = go.Figure(trace)
+    fig.update_layout(
+        height=height, margin=dict(l=10, r=10, t=30 if title else 10, b=10), dragmode="lasso",
+        xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
+        yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None, scaleanchor="x"),
+        uirevision="map", hovermode="closest",
+    )
+    if title:
+        fig.update_layout(title=dict(text=plain(title)))
+    return fig
+
+
+def selected_rows(selection: dict | None, n: int) -> np.ndarray:
+    """The rows of a map selection event (``st.plotly_chart(on_select=...)``'s ``selection``),
+    sorted, unique, within ``0..n-1``. Only points of trace 0 count."""
+    if not selection:
+        return np.zeros(0, dtype=np.int64)
+    pts = selection.get("points") or []
+    if pts:
+        rows = [p.get("point_index", p.get("point_number")) for p in pts if int(p.get("curve_number", 0) or 0) == 0]
+    else:
+        rows = list(selection.get("point_indices") or [])
+    arr = np.asarray([r for r in rows if r is not None], dtype=np.int64)
+    arr = arr[(arr >= 0) & (arr < n)]
+    return np.unique(arr)
+
+
+def confusion_figure(matrix: np.ndarray, classes: Sequence[str], *, normalise: bool = True,
+                     highlight: tuple[int, int] | None = None) -> go.Figure:
+    """matrix: (C, C) counts, given label rows x predicted columns. Colour = share of the row.
+
+    The axes are numeric (cell (i, j) sits at x=j, y=i) with class names as tick labels, so a
+    click reports the cell's position, whatever the names are.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    C = m.shape[0]
+    rows = m.sum(1, keepdims=True)
+    share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    names = [plain(c)[:24] for c in classes]
+    text = [[str(int(m[i, j])) for j in range(C)] for i in range(C)]
+    fig = go.Figure(go.Heatmap(
+        z=share if normalise else m, x=list(range(C)), y=list(range(C)), text=text, texttemplate="%{text}",
+        colorscale="Blues", zmin=0, zmax=1 if normalise else None,
+        colorbar=dict(title=dict(text="share of row" if normalise else "count"), thickness=12),
+        hovertemplate="%{text} images<extra></extra>",
+    ))
+    if highlight is not None:
+        i, j = highlight
+        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                      line=dict(color="#FB0D0D", width=3))
+    ticks = dict(tickmode="array", tickvals=list(range(C)), ticktext=names, showgrid=False, zeroline=False)
+    fig.update_layout(
+        height=140 + 40 * C, margin=dict(l=10, r=10, t=10, b=10),
+        xaxis=dict(title=dict(text="predicted (kNN)"), **ticks),
+        yaxis=dict(title=dict(text="given label"), autorange="reversed", **ticks),
+    )
+    return fig
+
+
+def confusion_cell(selection: dict | None, n_classes: int) -> tuple[int, int] | None:
+    """The (given, predicted) cell picked in the confusion heat map, if any."""
+    if not selection:
+        return None
+    for p in selection.get("points") or []:
+        try:
+            j, i = int(round(float(p["x"]))), int(round(float(p["y"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 <= i < n_classes and 0 <= j < n_classes:
+            return i, j
+    return None
+
+
+def training_curve(events: list[dict]) -> go.Figure | None:
+    """Loss per step (and per-epoch mean) from ``progress.jsonl`` events; None when there is none."""
+    steps, losses, ep_x, ep_y = [], [], [], []
+    offset = 0
+    last_level = None
+    last_step = 0
+    for ev in events:
+        if not isinstance(ev, dict):
+            continue
+        lvl = ev.get("level")
+        if lvl != last_level and last_level is not None and ev.get("step") is not None:
+            offset += last_step  # Algorithm 2 restarts step counts at each level
+        last_level = lvl if lvl is not None else last_level
+        loss = ev.get("loss")
+        if not isinstance(loss, (int, float)):
+            continue
+        if ev.get("event") == "step" and ev.get("step") is not None:
+            last_step = int(ev["step"])
+            steps.append(offset + last_step)
+            losses.append(float(loss))
+        elif ev.get("event") == "epoch":
+            ep_x.append(offset + last_step)
+            ep_y.append(float(loss))
+    if not steps and not ep_x:
+        return None
+    fig = go.Figure()
+    if steps:
+        fig.add_trace(go.Scatter(x=np.asarray(steps, np.int32), y=np.asarray(losses, np.float32), mode="lines",
+                                 name="step loss", line=dict(width=1, color="#9ab")))
+    if ep_x:
+        fig.add_trace(go.Scatter(x=ep_x, y=ep_y, mode="lines+markers", name="epoch mean", line=dict(color="#2E91E5")))
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="step", yaxis_title="loss",
+                      legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
+    """counts: rows = classes (index = class name), columns = splits -> stacked bars."""
+    fig = go.Figure()
+    for k, split in enumerate(counts.columns):
+        fig.add_trace(go.Bar(x=[plain(c) for c in counts.index], y=counts[split].to_numpy(), name=plain(split),
+                             marker_color=PALETTE[k % len(PALETTE)]))
+    fig.update_layout(barmode="stack", height=280, margin=dict(l=10, r=10, t=10, b=10),
+                      legend=dict(orientation="h", y=1.12), yaxis_title="images")
+    return fig
+
+
+METRIC_COLUMNS = [
+    ("knn_accuracy", "kNN acc"), ("knn_precision", "precision"), ("knn_recall", "recall"), ("knn_f1", "F1"),
+    ("kmeans_nmi", "NMI"), ("kmeans_f1", "K-means F1"), ("posterior_accuracy", "Eq. 5 acc"),
+]
+
+
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    """The paper's table for one run: one row per split (test first), values in percent."""
+    rows = []
+    for split in ("test", "val", "train"):
+        m = metrics.get(split)
+        if not isinstance(m, dict):
+            continue
+        row = {"split": split, "n": m.get("n")}
+        for key, name in METRIC_COLUMNS:
+            v = m.get(key)
+            row[name] = round(100 * float(v), 2) if isinstance(v, (int, float)) else None
+        for kk in ("1", "2", "4", "8", "16", "32"):
+            v = (m.get("recall_at") or {}).get(kk)
+            if isinstance(v, (int, float)):
+                row[f"R@{kk}"] = round(100 * float(v), 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bic_figure(bic: dict) -> go.Figure | None:
+    """BIC against the number of components, one line per class (``subclasses.json`` ``bic``)."""
+    if not bic:
+        return None
+    fig = go.Figure()
+    for k, (cls, pts) in enumerate(bic.items()):
+        if not pts:
+            continue
+        a = np.asarray(pts, dtype=np.float64)
+        fig.add_trace(go.Scatter(x=a[:, 0], y=a[:, 1], mode="lines+markers", name=plain(cls),
+                                 line=dict(color=PALETTE[k % len(PALETTE)])))
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="components",
+                      yaxis_title="BIC (lower is better)")
+    return fig
+
+
+@dataclass
+class MapPayload:
+    """What one map figure sends to the browser (for the speed notes and tests)."""
+    spec_bytes: int
+    points: int
+    traces: int
+    extras: list = field(default_factory=list)
+
+
+def payload(fig: go.Figure) -> MapPayload:
+    import plotly.io as pio
+
+    spec = pio.to_json(fig, validate=False)
+    return MapPayload(spec_bytes=len(spec), points=sum(len(t.x) if t.x is not None else 0 for t in fig.data),
+                      traces=len(fig.data))

@@ -1,0 +1,126 @@
+"""Mislabels: the ranked candidates with keep / flag / propose a label, filters, progress through
+the queue, and the export of flagged images (CSV and a Label Studio import file)."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer import data, review, settings, widgets
+from explorer.widgets import State, md, run_guard
+
+path = widgets.current_run()
+widgets.require_analysis(path)
+
+with run_guard():
+    run = data.run(path)
+    classes = run.classes
+    mis = data.mislabels(path)
+    cols = data.columns(path)
+    th = data.thumbs(path)
+    store = widgets.store(path)
+    decided = store.decision_map()
+    if mis is None or len(mis) != int(cols["n"]):
+        st.error("analysis/mislabels.parquet does not match items.parquet; re-run `pipeline analyze`.")
+        st.stop()
+
+st.title("Mislabel candidates")
+f1, f2, f3, f4 = st.columns([1.2, 2, 2, 1], vertical_alignment="bottom")
+ranking = f1.segmented_control("Ranking", ["ours", "cleanlab"], default="ours", key="ml_rank", required=True,
+                               format_func=lambda r: {"ours": "Ours (Eq. 5)", "cleanlab": "cleanlab"}[r])
+ranking = ranking or "ours"
+want = f2.multiselect("Given label", range(len(classes)), key="ml_classes", format_func=lambda c: classes[c],
+                      placeholder="all classes")
+if ranking == "ours":
+    score = mis["score"].to_numpy(dtype=np.float64)
+    rank = mis["rank"].to_numpy()
+    lo, hi = float(np.nanmin(score)), float(np.nanmax(score))
+    thr = f3.slider("Score at least", min_value=round(lo, 3), max_value=round(max(hi, lo + 1e-3), 3),
+                    value=round(lo, 3), key="ml_thr_ours", help="higher = more likely mislabelled")
+    keep_mask = score >= thr - 1e-9
+else:
+    score = mis["cleanlab_score"].to_numpy(dtype=np.float64)
+    rank = mis["cleanlab_rank"].to_numpy()
+    thr = f3.slider("Label quality at most", min_value=0.0, max_value=1.0, value=1.0, step=0.01, key="ml_thr_cl",
+                    help="cleanlab's label quality: lower = more likely mislabelled")
+    keep_mask = score <= thr + 1e-9
+hide = f4.toggle("Hide reviewed", value=True, key="ml_hide")
+
+mask = keep_mask.copy()
+if want:
+    mask &= np.isin(cols["label"], np.asarray(want))
+cand = np.flatnonzero(mask)
+cand = cand[np.argsort(rank[cand], kind="stable")]
+ids = cols["id"]
+reviewed = np.fromiter((ids[r] in decided for r in cand), dtype=bool, count=len(cand)) if decided else np.zeros(len(cand), bool)
+n_done = int(reviewed.sum())
+st.progress(n_done / len(cand) if len(cand) else 1.0,
+            text=f"Reviewed {n_done:,} of {len(cand):,} candidates"
+                 + (f" · {sum(1 for d in decided.values() if d[0] in review.FLAGGED):,} flagged in this run" if decided else ""))
+queue = cand[~reviewed] if hide else cand
+
+pages = max(1, -(-len(queue) // settings.QUEUE_PAGE))
+if st.session_state.get("ml_page", 1) > pages:
+    st.session_state["ml_page"] = pages
+page = st.number_input("Page", min_value=1, max_value=pages, value=1, step=1, key="ml_page") if pages > 1 else 1
+show = queue[(page - 1) * settings.QUEUE_PAGE: page * settings.QUEUE_PAGE]
+if not len(show):
+    st.success("Nothing left to review with these filters.")
+
+
+def decide(item_id: str, decision: str) -> None:
+    if widgets.act(store.decide, item_id, decision, source=f"queue:{ranking}"):
+        st.toast(md(f"{item_id}: {decision}"), icon=":material/check:")
+
+
+def propose(item_id: str, key: str) -> None:
+    c = st.session_state.get(key)
+    if c is None:
+        return
+    if widgets.act(store.decide, item_id, "relabel", proposed_label=classes[int(c)], source=f"queue:{ranking}"):
+        st.toast(md(f"{item_id}: proposed {classes[int(c)]}"), icon=":material/check:")
+
+
+suggested = mis["suggested"].to_numpy() if "suggested" in mis else None
+for start in range(0, len(show), 4):
+    row_cols = st.columns(4)
+    for col, r in zip(row_cols, show[start:start + 4]):
+        r = int(r)
+        item = str(ids[r])
+        with col.container(border=True):
+            st.image(th.png(r), width=112)
+            given = str(cols["label_name"][r])
+            sug = classes[int(suggested[r])] if suggested is not None else "?"
+            st.markdown(f"**{md(given)}** → {md(sug)}")
+            st.caption(f"rank {int(rank[r]):,} · {'score' if ranking == 'ours' else 'quality'} {score[r]:.3f} · {md(item)}")
+            d = decided.get(item)
+            if d:
+                st.caption(md(f"decision: {d[0]}" + (f" ({d[1]})" if d[1] else "")))
+            b1, b2 = st.columns(2)
+            b1.button("Keep", key=f"keep_{item}", on_click=decide, args=(item, "keep"), width="stretch")
+            b2.button("Flag", key=f"flag_{item}", on_click=decide, args=(item, "flag"), type="primary", width="stretch")
+            pk = f"prop_{item}"
+            st.selectbox("Propose label", range(len(classes)), index=None, key=pk, format_func=lambda c: classes[c],
+                         placeholder="propose a label…", on_change=propose, args=(item, pk), label_visibility="collapsed")
+            if st.button("Similar", key=f"mlsim_{item}", icon=":material/image_search:", type="tertiary"):
+                State.set_similar_row(r)
+                st.switch_page("views/similar.py")
+
+st.divider()
+st.subheader("Export flagged images")
+with run_guard():
+    flagged = review.flagged_frame(data.items(path), store.decisions(), store.tags(), mis)
+counts = store.counts()
+st.caption(f"{len(flagged):,} flagged ({counts['relabel']:,} with a proposed label) · {counts['keep']:,} kept")
+if len(flagged):
+    def image_ref(row: int, p: str) -> str:
+        return p if p else th.data_uri(row)
+
+    e1, e2, e3 = st.columns(3)
+    e1.download_button("CSV", review.to_csv(flagged), file_name=f"{run.path.name}-flagged.csv", mime="text/csv",
+                       icon=":material/download:", on_click="ignore", key="ml_csv")
+    e2.download_button("Label Studio tasks (JSON)", review.to_label_studio(flagged, image_ref=image_ref),
+                       file_name=f"{run.path.name}-label-studio.json", mime="application/json",
+                       icon=":material/download:", on_click="ignore", key="ml_ls")
+    e3.download_button("Label Studio labeling config", review.label_studio_config(classes).encode(),
+                       file_name="labeling-config.xml", mime="application/xml", icon=":material/download:",
+                       on_click="ignore", key="ml_ls_cfg")
+    st.dataframe(flagged.drop(columns=["row"]).head(200), hide_index=True)

@@ -1,0 +1,26 @@
+"""First launch: no finished run yet. Shows the demo build (train, then analyze) with its progress;
+the job panel reruns the app when the build is done, and the demo opens."""
+import streamlit as st
+
+from explorer import jobs, settings, widgets
+
+st.title("Subclass Explorer")
+root = settings.runs_root()
+job = jobs.current(root)
+if job is not None and job.active:
+    st.write("There is no finished run yet, so a demo is being built: a model is trained on 4,000 generated "
+             "faces and then analysed (sub-classes, maps, mislabel candidates). It opens by itself when it is done.")
+    widgets.job_panel(compact=False)
+else:
+    st.write("There is no finished run in the runs folder yet.")
+    st.caption(widgets.md(f"Runs folder: {root}"))
+    widgets.job_panel(compact=False)
+    if st.button("Build the demo", type="primary", icon=":material/play_arrow:"):
+        try:
+            jobs.start_demo(root, spec=settings.DEMO_SPEC, epochs=settings.DEMO_EPOCHS, name=settings.DEMO_NAME)
+        except jobs.JobError as exc:
+            st.error(widgets.md(str(exc)))
+        else:
+            st.rerun()
+    with st.expander("…or train on your own data"):
+        widgets.train_form(root, key="welcome")

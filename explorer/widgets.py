@@ -1,0 +1,355 @@
+"""Reusable pieces of the pages: the run guard, galleries, the job panel, typed session state.
+
+User strings (labels, sub-class names, tags, file names) are never given to anything that renders
+HTML. Where Streamlit renders Markdown (captions, headers, widget labels) they go through
+:func:`md`, which backslash-escapes every Markdown and directive character; tables and
+``st.text``/``st.code`` show them verbatim.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import streamlit as st
+
+from pipeline.runs import RunError
+
+from . import data, jobs, settings
+from .review import ReviewError, ReviewStore
+
+log = logging.getLogger("explorer")
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$=&\"'])")
+
+
+def md(text: object) -> str:
+    """``text`` as literal Markdown: every special character escaped, one line."""
+    s = " ".join(str(text).split())
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+# ---------------------------------------------------------------------------- session state
+class State:
+    """Typed access to the few session-state values pages share."""
+
+    RUN = "run_path"
+    FOCUS = "map_focus"          # {"rows": [...], "title": str} shown on the map as the selection
+    SIMILAR = "similar_row"      # row to query on the Similar page
+    CELL = "confusion_cell"
+
+    @staticmethod
+    def run_path() -> str | None:
+        return st.session_state.get(State.RUN)
+
+    @staticmethod
+    def set_run_path(path: str | None) -> None:
+        st.session_state[State.RUN] = path
+
+    @staticmethod
+    def focus() -> dict | None:
+        f = st.session_state.get(State.FOCUS)
+        return f if isinstance(f, dict) and f.get("run") == State.run_path() else None
+
+    @staticmethod
+    def set_focus(rows: Sequence[int], title: str, colour_by: str | None = None) -> None:
+        st.session_state[State.FOCUS] = {"rows": [int(r) for r in rows], "title": str(title),
+                                         "run": State.run_path(), "colour_by": colour_by}
+
+    @staticmethod
+    def clear_focus() -> None:
+        st.session_state.pop(State.FOCUS, None)
+
+    @staticmethod
+    def similar_row() -> int | None:
+        v = st.session_state.get(State.SIMILAR)
+        return v[1] if isinstance(v, tuple) and v[0] == State.run_path() else None
+
+    @staticmethod
+    def set_similar_row(row: int) -> None:
+        st.session_state[State.SIMILAR] = (State.run_path(), int(row))
+
+
+# ---------------------------------------------------------------------------- guards
+@contextmanager
+def run_guard() -> Iterator[None]:
+    """Show a bad run (or a refused action) as one line and stop this page; never a traceback."""
+    try:
+        yield
+    except RunError as exc:
+        st.error(str(exc).splitlines()[0] if str(exc) else "this run cannot be read", icon=":material/error:")
+        st.stop()
+    except ReviewError as exc:
+        st.error(str(exc).splitlines()[0])
+        st.stop()
+    except Exception as exc:  # a bug: log it in full, show one line
+        log.exception("explorer page failed")
+        first = (str(exc).splitlines() or [""])[0][:200]
+        st.error(f"Something went wrong ({type(exc).__name__}: {first}). The details are in the server log.")
+        st.stop()
+
+
+def current_run() -> str:
+    """The run this session is looking at, checked to be readable; stops the page otherwise."""
+    path = State.run_path()
+    if not path:
+        st.info("No run is selected. Pick one in the sidebar, or train one.")
+        st.stop()
+    with run_guard():
+        data.run(path)
+    return path
+
+
+def require_analysis(path: str) -> None:
+    with run_guard():
+        ok = data.analysed(path)
+    if not ok:
+        st.warning("This run has not been analysed yet (sub-classes, maps, mislabels). "
+                   "Start the analysis below; the page fills in when it is done.")
+        analyze_button(path)
+        st.stop()
+
+
+def store(path: str) -> ReviewStore:
+    return ReviewStore(path)
+
+
+def act(fn, *args, **kwargs):
+    """Run a review action from a callback; a refused action becomes a toast, never an exception."""
+    try:
+        n = fn(*args, **kwargs)
+    except ReviewError as exc:
+        st.toast(f"Not saved: {exc}", icon=":material/error:")
+        return None
+    except Exception as exc:  # the database is locked or the disk is full: say so, keep the page
+        log.exception("review action failed")
+        st.toast(f"Not saved ({type(exc).__name__}). Try again.", icon=":material/error:")
+        return None
+    return n
+
+
+# ---------------------------------------------------------------------------- galleries
+def gallery(path: str, rows: Sequence[int], *, captions: Sequence[str] | None = None,
+            width: int = settings.THUMB_PX, limit: int = settings.GALLERY_MAX) -> None:
+    """Up to ``limit`` thumbnails in one element (one image request each, PNGs cached per run)."""
+    rows = [int(r) for r in list(rows)[:limit]]
+    if not rows:
+        st.caption("No images.")
+        return
+    th = data.thumbs(path)
+    caps = [md(c) for c in captions[:len(rows)]] if captions is not None else None
+    st.image(th.many(rows), caption=caps, width=width)
+
+
+def label_captions(path: str, rows: Sequence[int], *, extra: Sequence[str] | None = None) -> list[str]:
+    cols = data.columns(path)
+    names = cols["label_name"]
+    out = [str(names[int(r)]) for r in rows]
+    if extra is not None:
+        out = [f"{a} · {b}" for a, b in zip(out, extra)]
+    return out
+
+
+def row_picker(path: str, rows: Sequence[int], *, key: str, label: str = "Image") -> int | None:
+    """Pick one image of a gallery by its position (for "find similar")."""
+    rows = [int(r) for r in rows]
+    if not rows:
+        return None
+    ids = data.columns(path)["id"]
+    return st.selectbox(label, rows, index=None, key=key, placeholder="choose an image…",
+                        format_func=lambda r: f"{rows.index(r) + 1}. {ids[r]}")
+
+
+def similar_button(path: str, rows: Sequence[int], *, key: str) -> None:
+    """A picker + button that opens the Similar page on one of ``rows``."""
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    with c1:
+        row = row_picker(path, rows, key=f"{key}_pick", label="Find images similar to")
+    with c2:
+        if st.button("Find similar", key=f"{key}_go", disabled=row is None, icon=":material/image_search:"):
+            State.set_similar_row(int(row))
+            st.switch_page("views/similar.py")
+
+
+# ---------------------------------------------------------------------------- jobs
+def analyze_button(path: str) -> None:
+    root = settings.runs_root()
+    job = jobs.current(root)
+    busy = job is not None and job.active
+    if st.button("Analyze this run", disabled=busy, key="analyze_run", icon=":material/analytics:"):
+        try:
+            jobs.start_analyze(root, Path(path))
+        except jobs.JobError as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()
+    if busy:
+        job_panel(compact=False)
+
+
+def _job_body(compact: bool) -> None:
+    root = settings.runs_root()
+    job = jobs.current(root)
+    if job is None:
+        if not compact:
+            st.caption("No training job has run yet.")
+        return
+    was_active = st.session_state.get("_job_seen_active") == job.id
+    if job.active:
+        st.session_state["_job_seen_active"] = job.id
+        step = jobs.running_step(root, job)
+        names = job.step_names
+        stage = names[step] if step < len(names) else "?"
+        events = data.progress(job.run_dir)
+        prog = jobs.summarize_progress(events)
+        if job.state == "cancelling":
+            st.progress(prog.fraction or 0.0, text="Stopping… (saving a resumable checkpoint)")
+        elif stage == "train":
+            if prog.fraction is None:
+                st.progress(0.0, text="Training: preparing data…")
+            else:
+                eta = jobs.format_eta(prog.eta_s)
+                bits = [f"step {prog.step}/{prog.steps}"]
+                if prog.epoch is not None:
+                    bits.append(f"epoch {prog.epoch}")
+                if prog.loss is not None:
+                    bits.append(f"loss {prog.loss:.3f}")
+                st.progress(prog.fraction, text=f"Training {int(100 * prog.fraction)} % · ETA {eta} · " + ", ".join(bits))
+        else:
+            st.progress(1.0 if stage == "analyze" else 0.0,
+                        text=f"Step {step + 1} of {len(names)}: {stage} (sub-classes, maps, mislabels)…")
+        st.caption(md(f"{job.kind}: {job.title or Path(job.run_dir).name}"))
+        if not compact:
+            st.code("\n".join(jobs.log_tail(root, job, 15)) or "(no output yet)", language=None)
+        c1, c2 = st.columns(2)
+        if c1.button("Cancel", key=f"cancel_{'c' if compact else 'f'}", icon=":material/stop_circle:"):
+            try:
+                jobs.cancel(root)
+            except jobs.JobError as exc:
+                st.error(str(exc))
+            st.rerun(scope="app")
+        if job.state == "cancelling" and time.time() - job.started > 5:
+            if c2.button("Force stop", key=f"kill_{'c' if compact else 'f'}"):
+                jobs.cancel(root, force=True)
+                st.rerun(scope="app")
+    else:
+        if was_active:
+            st.session_state.pop("_job_seen_active", None)
+            if job.state == "done":
+                st.session_state["_open_run"] = job.run_dir  # the app switches to the new run
+            st.rerun(scope="app")
+        if job.state == "done":
+            if not compact:
+                st.success(md(f"Last job finished: {job.title or Path(job.run_dir).name}"))
+        elif job.state == "failed":
+            st.error(md(f"Last job failed: {job.message or 'see the log'}"))
+            if not compact:
+                st.code("\n".join(jobs.log_tail(root, job, 20)) or "(no output)", language=None)
+        elif job.state == "cancelled":
+            st.info(md(f"Last job was cancelled: {job.title or Path(job.run_dir).name}"))
+
+
+@st.fragment(run_every=settings.POLL_S)
+def _job_live(compact: bool) -> None:
+    _job_body(compact)
+
+
+@st.fragment
+def _job_still(compact: bool) -> None:
+    _job_body(compact)
+
+
+def job_panel(*, compact: bool) -> None:
+    """The current job's progress, ETA, log tail and cancel, polled only while a job runs."""
+    job = jobs.current(settings.runs_root())
+    if job is not None and job.active:
+        _job_live(compact)
+    else:
+        _job_still(compact)
+
+
+def class_names(path: str) -> list[str]:
+    return data.run(path).classes
+
+
+def counts_line(n: int, total: int, what: str = "images") -> str:
+    return f"{n:,} of {total:,} {what}" if total else f"{n:,} {what}"
+
+
+def selection_rows_array(rows) -> np.ndarray:
+    return np.asarray(list(rows), dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------- the training form
+@st.cache_data(ttl=60, show_spinner=False)
+def _sources(roots: tuple[str, ...]) -> list[str]:
+    return jobs.discover_sources([Path(r) for r in roots])
+
+
+SYNTHETIC_CHOICES = {"synthetic": "synthetic: 4,000 generated faces (~2 min on a CPU)",
+                     "synthetic:600": "synthetic: 600 faces (a quick test)"}
+
+
+def check_spec(spec: str, roots: list[Path]) -> str:
+    """A data spec the form may start, or raise JobError: known source, paths under a data root."""
+    from pipeline.sources import DataError, parse_spec
+
+    spec = spec.strip()
+    try:
+        kind, _ = parse_spec(spec)
+    except DataError as exc:
+        raise jobs.JobError(str(exc)) from None
+    if kind == "synthetic":
+        n = spec.partition(":")[2].strip()
+        if n and not (n.isdigit() and 8 <= int(n) <= 200_000):
+            raise jobs.JobError("synthetic:N takes a number of images between 8 and 200,000")
+        return spec
+    paths = jobs.spec_paths(spec)
+    if not paths:
+        raise jobs.JobError(f"{kind} needs a path, e.g. {kind}:/data/...")
+    if not roots:
+        raise jobs.JobError(f"no data roots are configured; set {settings.DATA_ROOTS_ENV}")
+    for p in paths:
+        if settings.under_data_roots(p, roots) is None:
+            raise jobs.JobError(f"{p} is not under a configured data root ({', '.join(map(str, roots))})")
+        if not Path(p).exists():
+            raise jobs.JobError(f"{p} does not exist")
+    return spec
+
+
+def train_form(root: Path, *, key: str) -> None:
+    """Data source, loss, backbone, epochs, levels -> a background ``pipeline train`` job."""
+    roots = settings.data_roots()
+    found = _sources(tuple(str(r) for r in roots))
+    choices = list(SYNTHETIC_CHOICES) + found
+    with st.form(f"train_form_{key}", border=False):
+        spec = st.selectbox("Data", choices, key=f"{key}_spec",
+                            format_func=lambda s: SYNTHETIC_CHOICES.get(s, s))
+        other = st.text_input("…or a data spec", key=f"{key}_other", placeholder="folder:/path/under/a/data/root",
+                              help="Paths must lie under a data root: "
+                                   + (", ".join(str(r) for r in roots) or f"none set ({settings.DATA_ROOTS_ENV})"))
+        loss = st.segmented_control("Loss", list(jobs.LOSSES), default="sgm", key=f"{key}_loss",
+                                    format_func=lambda s: {"sgm": "SGM", "triplet": "Triplet", "softmax": "Softmax"}[s])
+        backbone = st.selectbox("Backbone", list(jobs.BACKBONES), key=f"{key}_backbone")
+        c1, c2 = st.columns(2)
+        epochs = c1.number_input("Epochs", min_value=1, max_value=500, value=12, step=1, key=f"{key}_epochs")
+        levels = c2.number_input("Levels", min_value=1, max_value=8, value=1, step=1, key=f"{key}_levels",
+                                 help="Algorithm 2: levels > 1 re-trains on sub-class labels")
+        analyze = st.checkbox("Analyze when training is done", value=True, key=f"{key}_analyze")
+        go = st.form_submit_button("Start training", icon=":material/play_arrow:", type="primary")
+    if go:
+        try:
+            chosen = check_spec(other or spec, roots)
+            is_synth = chosen.split(":", 1)[0].strip().lower() == "synthetic"
+            req = jobs.TrainRequest(spec=chosen, loss=loss or "sgm", backbone=backbone, epochs=int(epochs),
+                                    levels=int(levels), data_roots=() if is_synth else tuple(str(r) for r in roots))
+            job = jobs.start_train(root, req, analyze=analyze)
+        except jobs.JobError as exc:
+            st.error(md(str(exc)))
+        else:
+            st.toast(md(f"Training started: {job.title}"), icon=":material/play_arrow:")
+            st.rerun()
