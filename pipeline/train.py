@@ -374,11 +374,11 @@ class Trainer:
     @torch.no_grad()
     def _val_score(self, model, images, y_all, train_rows, val_rows, C: int, dev) -> float:
         """Model selection signal: Eq. 5 accuracy on (up to 2,048) validation images with class means
-        from (up to 4,096) training images; training-split kNN accuracy when there is no val split."""
+        from (up to 1,536) training images; training-split kNN accuracy when there is no val split."""
         if len(val_rows) == 0:
             val_rows = train_rows
         rng = np.random.default_rng(self.cfg.train.seed)
-        tr = train_rows if len(train_rows) <= 4096 else np.sort(rng.choice(train_rows, 4096, replace=False))
+        tr = train_rows if len(train_rows) <= 1536 else np.sort(rng.choice(train_rows, 1536, replace=False))
         va = val_rows if len(val_rows) <= 2048 else np.sort(rng.choice(val_rows, 2048, replace=False))
         zt = embed_images(model, images[torch.from_numpy(tr).to(images.device)], device=dev)
         zv = embed_images(model, images[torch.from_numpy(va).to(images.device)], device=dev)

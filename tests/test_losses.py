@@ -1,0 +1,130 @@
+"""SGM against a slow, obvious loop; its invariants as hypothesis properties; the baselines."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from pipeline.losses import batch_class_means, sgm_loss, sgm_posterior, softmax_loss, triplet_loss
+
+
+def slow_sgm(z, labels, sigma, lam, targets=None):
+    """PAPER.md steps 3-6 written as loops over samples and classes."""
+    z = z.tolist()
+    labels = list(labels)
+    present = sorted(set(labels))
+    D = len(z[0])
+    means = {}
+    for c in present:
+        members = [z[i] for i in range(len(z)) if labels[i] == c]
+        means[c] = [sum(m[d] for m in members) / len(members) for d in range(D)]
+    total = 0.0
+    for i in range(len(z)):
+        logits = [-sum((z[i][d] - means[c][d]) ** 2 for d in range(D)) / (2 * sigma ** 2) for c in present]
+        mx = max(logits)
+        ex = [math.exp(l - mx) for l in logits]
+        post = [e / sum(ex) for e in ex]
+        if targets is None:
+            tgt = [1.0 if labels[i] == c else 0.0 for c in present]
+        else:
+            raw = [targets[i][c] for c in present]
+            tgt = [r / sum(raw) for r in raw]
+        total += sum((p - t) ** 2 for p, t in zip(post, tgt))
+    rep = total / len(z)
+    norm = sum(math.sqrt(sum(v * v for v in zi)) for zi in z) / len(z)
+    return rep + lam * norm, rep, norm
+
+
+def test_sgm_matches_slow_loop_on_hand_placed_points():
+    z = torch.tensor([[0.0, 0.0], [0.2, 0.1], [1.0, 1.0], [1.1, 0.8], [0.4, 0.6], [-1.0, 0.5]])
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    out = sgm_loss(z, y, num_classes=4, sigma=0.5, norm_lambda=1e-2)
+    want, rep, norm = slow_sgm(z, y.tolist(), 0.5, 1e-2)
+    assert out["loss"].item() == pytest.approx(want, rel=1e-5)
+    assert out["rep"].item() == pytest.approx(rep, rel=1e-5)
+    assert out["norm"].item() == pytest.approx(norm, rel=1e-5)
+
+
+def test_sgm_soft_targets_match_slow_loop():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(12, 3, generator=g)
+    y = torch.tensor([0, 1, 2, 3] * 3)
+    votes = torch.rand(12, 5, generator=g) + 0.01
+    t = votes / votes.sum(1, keepdim=True)
+    out = sgm_loss(z, y, num_classes=5, sigma=0.7, norm_lambda=0.0, targets=t)
+    want, _, _ = slow_sgm(z, y.tolist(), 0.7, 0.0, targets=t.tolist())
+    assert out["loss"].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_posterior_is_a_stable_softmax_far_from_the_means():
+    z = torch.tensor([[1e3, 0.0]])
+    means = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    p = sgm_posterior(z, means, 0.5)
+    assert torch.isfinite(p).all() and p.sum().item() == pytest.approx(1.0)
+    assert p[0, 1].item() == pytest.approx(1.0)
+
+
+batches = st.integers(min_value=2, max_value=5).flatmap(
+    lambda c: st.tuples(st.just(c), st.integers(min_value=1, max_value=4), st.integers(min_value=0, max_value=10_000)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches)
+def test_sgm_is_non_negative_and_permutation_invariant(args):
+    c, n, seed = args
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(c * n, 4, generator=g) * 2
+    y = torch.arange(c).repeat_interleave(n)
+    a = sgm_loss(z, y, num_classes=c, sigma=0.5, norm_lambda=1e-3)
+    perm = torch.randperm(c * n, generator=g)
+    b = sgm_loss(z[perm], y[perm], num_classes=c, sigma=0.5, norm_lambda=1e-3)
+    assert a["loss"].item() >= 0 and a["rep"].item() >= 0
+    assert a["loss"].item() == pytest.approx(b["loss"].item(), rel=1e-5, abs=1e-7)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000))
+def test_absent_classes_get_no_gradient_and_change_nothing(seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(9, 3, generator=g, requires_grad=True)
+    y = torch.tensor([0, 0, 0, 2, 2, 2, 5, 5, 5])
+    # soft targets put mass on absent classes 1, 3, 4: it must be dropped, not leak into the loss
+    t = torch.rand(9, 6, generator=g) + 0.05
+    out = sgm_loss(z, y, num_classes=6, sigma=0.5, norm_lambda=0.0, targets=t / t.sum(1, keepdim=True))
+    out["loss"].backward()
+    assert torch.isfinite(z.grad).all()
+    means, present = batch_class_means(z.detach(), y, 6)
+    assert present.tolist() == [0, 2, 5]
+    # a class-mean parameter for an absent class would get exactly zero gradient
+    mu = torch.zeros(6, 3, requires_grad=True)
+    zz = z.detach()
+    d2 = (zz[:, None, :] - mu[None, present, :]).pow(2).sum(-1)
+    torch.softmax(-d2 / 0.5, 1).sum().backward()
+    assert mu.grad[[1, 3, 4]].abs().sum().item() == 0.0
+
+
+def test_sgm_gradient_pulls_points_towards_their_class():
+    z = torch.tensor([[0.0, 0.0], [0.9, 0.0], [1.0, 0.0], [2.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1])
+    sgm_loss(z, y, num_classes=2, sigma=0.5, norm_lambda=0.0)["loss"].backward()
+    # point 1 (class 0) sits next to class 1: descending the gradient moves it left
+    assert z.grad[1, 0].item() > 0
+
+
+def test_triplet_loss_is_zero_when_classes_are_far_apart_and_positive_when_mixed():
+    y = torch.tensor([0] * 4 + [1] * 4)
+    far = torch.cat([torch.tensor([[1.0, 0.0]]).repeat(4, 1), torch.tensor([[-1.0, 0.0]]).repeat(4, 1)])
+    g = torch.Generator().manual_seed(0)
+    assert triplet_loss(far, y, triplets=64, margin=0.2, generator=g)["loss"].item() == 0.0
+    mixed = torch.randn(8, 2, generator=g)
+    assert triplet_loss(mixed, torch.tensor([0, 1] * 4), triplets=64, margin=0.5, generator=g)["loss"].item() > 0
+
+
+def test_softmax_loss_matches_cross_entropy():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    y = torch.tensor([0, 2])
+    want = torch.nn.functional.cross_entropy(logits, y).item()
+    assert softmax_loss(logits, y)["loss"].item() == pytest.approx(want)
+    onehot = torch.nn.functional.one_hot(y, 3).float()
+    assert softmax_loss(logits, y, targets=onehot)["loss"].item() == pytest.approx(want, rel=1e-6)
