@@ -126,9 +126,15 @@ def _json_default(o: Any) -> Any:
 
 
 def append_jsonl(path: Path, event: dict) -> None:
-    """Append one event line. A torn last line (killed writer) is skipped by :func:`read_jsonl`."""
-    line = json.dumps(event, default=_json_default, sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
+    """Append one event line. A torn last line (killed writer) is skipped by :func:`read_jsonl`;
+    it is ended with a newline first, so the event written after it is not glued onto it and lost."""
+    line = (json.dumps(event, default=_json_default, sort_keys=True) + "\n").encode("utf-8")
+    with open(path, "ab+") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        if end > 0:
+            fh.seek(end - 1)
+            if fh.read(1) != b"\n":
+                line = b"\n" + line
         fh.write(line)
         fh.flush()
 
