@@ -35,7 +35,7 @@ WELCOME = st.Page("views/welcome.py", title="Welcome", icon=":material/hourglass
 
 
 def start_demo(root: Path) -> None:
-    jobs.start_demo(root, spec=settings.DEMO_SPEC, epochs=settings.DEMO_EPOCHS, name=settings.DEMO_NAME)
+    jobs.start_demo(root, spec=settings.demo_spec(), epochs=settings.demo_epochs(), name=settings.DEMO_NAME)
 
 
 def sidebar_runs(infos: list[data.RunInfo], usable: list[data.RunInfo]) -> None:

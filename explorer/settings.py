@@ -16,8 +16,6 @@ RUNS_ENV = "SUBCLASS_EXPLORER_RUNS"
 DATA_ROOTS_ENV = "SUBCLASS_EXPLORER_DATA_ROOTS"
 
 DEMO_NAME = "demo"                 # the first-launch run folder under the runs root
-DEMO_SPEC = "synthetic"            # 4,000 generated faces, a couple of CPU minutes
-DEMO_EPOCHS = int(os.environ.get("SUBCLASS_EXPLORER_DEMO_EPOCHS", "0") or 0)  # 0: pipeline default
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # keep in step with .streamlit/config.toml server.maxUploadSize
 MAX_UPLOAD_PIXELS = 4096 * 4096    # refuse decompression bombs before decoding
@@ -25,6 +23,19 @@ GALLERY_MAX = 64                   # images in one gallery page
 THUMB_PX = 72                      # on-page width of a gallery thumbnail
 QUEUE_PAGE = 12                    # mislabel candidates per page
 POLL_S = 1.0                       # how often the job fragment re-reads progress
+
+
+def demo_spec() -> str:
+    """The first-launch demo's data: 4,000 generated faces, a couple of CPU minutes (tests shrink it)."""
+    return os.environ.get("SUBCLASS_EXPLORER_DEMO_SPEC") or "synthetic"
+
+
+def demo_epochs() -> int:
+    """Epochs for the demo; 0 = the pipeline's default."""
+    try:
+        return max(0, int(os.environ.get("SUBCLASS_EXPLORER_DEMO_EPOCHS", "0") or 0))
+    except ValueError:
+        return 0
 
 
 def runs_root() -> Path:

@@ -323,9 +323,11 @@ class Trainer:
             ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "best": best,
                   "labels": torch.from_numpy(cur_labels), "config": cfg.to_dict(), "classes": list(ds.classes),
                   "num_train_classes": ds.num_classes, "val_score": score}
-            save_torch(ckdir / "last.pt", ck)
+            # best.pt before last.pt: a kill between the two must not leave last.pt saying this epoch is
+            # done (so a resume skips it) while best.pt still holds an older, worse epoch
             if is_best:
                 save_torch(ckdir / "best.pt", ck)
+            save_torch(ckdir / "last.pt", ck)
             run.register("checkpoints/last.pt")
             if (ckdir / "best.pt").exists():
                 run.register("checkpoints/best.pt")

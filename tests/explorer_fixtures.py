@@ -40,7 +40,7 @@ def pipeline_run_dir(tmp_path_factory) -> Path:
     """A small complete, analysed run made by the real pipeline (once per session; ~1 min)."""
     out = tmp_path_factory.mktemp("pipeline_run") / "fixture"
     _pipeline("train", "--data", "synthetic:600", "--epochs", "1", "--out", str(out), "--no-progress-bar")
-    _pipeline("analyze", str(out))
+    _pipeline("analyze", str(out), "--maps", "pca")  # t-SNE / UMAP add ~30 s each here; the views read any map
     return out
 
 

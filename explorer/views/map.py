@@ -97,10 +97,12 @@ with st.form("map_actions", border=True):
     st.markdown(f"**Act on all {len(rows):,} selected images** (one step, kept in this run's review database)")
     a1, a2, a3 = st.columns([1, 2, 1], vertical_alignment="bottom")
     do_flag = a1.checkbox("Flag for re-annotation", value=True, key="map_do_flag")
-    tag = a2.selectbox("Tag", store.tag_names(), index=None, accept_new_options=True, key="map_tag",
-                       placeholder="type a new tag or pick one")
+    known = store.tag_names()
+    tag = a2.text_input("Tag (optional)", key="map_tag", max_chars=80,
+                        placeholder="e.g. glasses" if not known else "used so far: " + ", ".join(known[:5]))
     go = a3.form_submit_button(f"Apply to {len(rows):,}", type="primary", icon=":material/done_all:")
 if go:
+    tag = (tag or "").strip() or None
     done = widgets.act(store.flag_and_tag, [str(i) for i in ids], flag=do_flag, tag=tag, source="map")
     if done:
         what = " and ".join(x for x in ("flagged" if do_flag else "", f"tagged “{tag}”" if tag else "") if x)

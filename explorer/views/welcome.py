@@ -17,7 +17,7 @@ else:
     widgets.job_panel(compact=False)
     if st.button("Build the demo", type="primary", icon=":material/play_arrow:"):
         try:
-            jobs.start_demo(root, spec=settings.DEMO_SPEC, epochs=settings.DEMO_EPOCHS, name=settings.DEMO_NAME)
+            jobs.start_demo(root, spec=settings.demo_spec(), epochs=settings.demo_epochs(), name=settings.DEMO_NAME)
         except jobs.JobError as exc:
             st.error(widgets.md(str(exc)))
         else:
