@@ -104,6 +104,10 @@ def _cmd_train(a) -> int:
         a.epochs = 12 if a.data.strip().lower().startswith("synthetic") else 30
     cfg = build_config(a)
     run = train(cfg, a.out, resume=a.resume, quiet=a.quiet, progress_bar=not a.no_progress_bar)
+    from .runs import Run
+
+    if not isinstance(run, Run):      # a torchrun rank other than 0: rank 0 reports and analyses
+        return 0
     if not a.quiet:
         from .metrics import format_table
 

@@ -100,6 +100,56 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+class _NullRun:
+    """What ranks other than 0 hold instead of a run: they read checkpoints, they write nothing."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.manifest: dict = {}
+
+    def __getattr__(self, name):
+        if name in ("put_array", "put_table", "put_json", "register", "save_manifest"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+    def has(self, name: str) -> bool:
+        return False
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) under torchrun; (0, 1, 0) otherwise."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def embed_sharded(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, device, bf16: bool = True) -> np.ndarray:
+    """embed_images, split across the ranks of a torchrun job (each embeds rows rank::world) and
+    gathered on every rank; a plain call outside torchrun."""
+    rank, world, _ = _distributed()
+    if world == 1:
+        return embed_images(model, images, device=device, bf16=bf16)
+    import torch.distributed as dist
+
+    part = embed_images(model, images[rank::world], device=device, bf16=bf16)
+    parts: list = [None] * world
+    dist.all_gather_object(parts, part)
+    out = np.empty((len(images), parts[0].shape[1]), np.float32)
+    for r in range(world):
+        out[r::world] = parts[r]
+    return out
+
+
 def soft_targets(ds: Dataset) -> np.ndarray | None:
     if ds.votes is None:
         return None
@@ -156,6 +206,9 @@ class Trainer:
             raise TrainingError("epochs must be at least 1")
         if c.hierarchy.levels < 1:
             raise TrainingError("levels must be at least 1")
+        world = _distributed()[1]
+        if world > 1 and c.train.per_class % world:
+            raise TrainingError(f"--per-class {c.train.per_class} must be a multiple of the {world} processes")
         if c.hierarchy.levels > 1 and c.loss.name == "softmax":
             raise TrainingError("--levels > 1 (Algorithm 2) needs a metric loss: sgm or triplet")
         if c.loss.sigma <= 0 or not math.isfinite(c.loss.sigma):
@@ -200,10 +253,22 @@ class Trainer:
         if missing:
             _say(f"warning: class(es) with no training images are left out of training: {', '.join(missing)}", self.quiet)
 
-        run = self._open_run()
+        self.rank, self.world, local = _distributed()
+        self.main = self.rank == 0
+        if self.main:
+            run = self._open_run()
+        else:
+            run = _NullRun(self.out)
+            self.quiet, self.progress_bar = True, False
         self.runobj = run
         progress = run.path / "progress.jsonl"
-        dev = pick_device(cfg.train.device)
+        if self.world > 1 and cfg.train.device in ("auto", "cuda") and torch.cuda.is_available():
+            dev = torch.device(f"cuda:{local}")
+        else:
+            dev = pick_device(cfg.train.device)
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()          # rank 0 has created (or checked) the run directory
         run.save_manifest(status=STATUS_RUNNING, device=str(dev), message="",
                           data={"spec": cfg.data.spec, "n_images": int(len(ds.table)),
                                 "splits": {s: int((ds.table["split"] == s).sum()) for s in ("train", "val", "test")},
@@ -214,17 +279,25 @@ class Trainer:
                 self._fit(run, ds, dev, train_rows, y_all, progress)
                 self._finalize(run, ds, dev)
         except KeyboardInterrupt:
-            append_jsonl(progress, {"event": "error", "time": time.time(), "message": "interrupted"})
+            self._event(progress, {"event": "error", "time": time.time(), "message": "interrupted"})
             run.save_manifest(status=STATUS_INTERRUPTED,
                               message="interrupted; resume with `python -m pipeline train ... --resume`")
             raise
         except TrainingError as exc:
-            append_jsonl(progress, {"event": "error", "time": time.time(), "message": str(exc)})
+            self._event(progress, {"event": "error", "time": time.time(), "message": str(exc)})
             run.save_manifest(status=STATUS_FAILED, message=str(exc))
             raise
         run.save_manifest(status=STATUS_COMPLETE, wall_s=round(time.time() - t0, 2), message="")
-        append_jsonl(progress, {"event": "done", "time": time.time(), "wall_s": round(time.time() - t0, 2)})
+        self._event(progress, {"event": "done", "time": time.time(), "wall_s": round(time.time() - t0, 2)})
         return run
+
+    def _event(self, progress: Path, event: dict) -> None:
+        if self.main:
+            append_jsonl(progress, event)
+
+    def _save(self, path: Path, obj) -> None:
+        if self.main:
+            save_torch(path, obj)
 
     # -- Algorithm 1 / 2 loop ----------------------------------------------------------------------
     def _fit(self, run: Run, ds: Dataset, dev: torch.device, train_rows: np.ndarray, y_all: np.ndarray,
@@ -235,6 +308,10 @@ class Trainer:
         model = build_model(cfg.model, num_classes=ds.num_classes, loss_name=cfg.loss.name).to(dev)
         if dev.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
+        net = model          # what the step runs: the model itself, or its DistributedDataParallel wrapper
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
         # labels the loss sees: classes at level 0, DGMS sub-classes later
@@ -260,17 +337,17 @@ class Trainer:
         val_rows = ds.split_index("val")
 
         steps_cfg = cfg.train.steps_per_epoch
-        step_fn = self._make_step(model, opt, ds.num_classes, dev)
+        step_fn = self._make_step(model, opt, ds.num_classes, dev, net=net)
         bar = None
         reported_small = False
         for epoch in range(start_epoch, total_epochs):
             level = epoch // E
             if epoch % E == 0 and level > 0:
                 # Algorithm 2: split every class of the ORIGINAL labels into level+1 Gaussians
-                z = embed_images(model, images, device=dev)
+                z = embed_sharded(model, images, device=dev)
                 cur_labels = dgms_split(z, y_all, is_train, n_components=level + 1,
                                         min_per_subclass=cfg.hierarchy.min_per_subclass, seed=cfg.train.seed + level)
-                append_jsonl(progress, {"event": "level", "level": level + 1, "time": time.time(),
+                self._event(progress, {"event": "level", "level": level + 1, "time": time.time(),
                                         "subclasses": int(cur_labels.max() + 1)})
                 _say(f"level {level + 1}/{L}: {int(cur_labels.max() + 1)} sub-classes", self.quiet)
             groups = cur_labels[train_rows]
@@ -292,12 +369,16 @@ class Trainer:
             t_ep = time.time()
             sums: dict[str, float] = {}
             for s, rows_np in enumerate(batches):
+                if self.world > 1:
+                    # every rank draws the same global batch and keeps its share of each class block
+                    rows_np = rows_np.reshape(-1, per)[:, self.rank::self.world].reshape(-1)
                 for g in opt.param_groups:
                     g["lr"] = lr_at(s)
                 rows = torch.from_numpy(train_rows[rows_np]).to(dev)
                 lab = torch.from_numpy(cur_labels[train_rows[rows_np]]).to(dev)
                 tgt = targets[rows] if (targets is not None and level == 0) else None
-                terms = step_fn(images[rows], lab, tgt, _gen(cfg.train.seed, epoch, s))
+                gen = _gen(cfg.train.seed, epoch, s) if self.world == 1 else _gen(cfg.train.seed, epoch, s, self.rank)
+                terms = step_fn(images[rows], lab, tgt, gen)
                 if not math.isfinite(terms["loss"]):
                     raise TrainingError(f"loss became NaN/inf at epoch {epoch + 1} step {s + 1}; "
                                         f"stopped, last good checkpoint kept in {ckdir / 'last.pt'}")
@@ -311,7 +392,7 @@ class Trainer:
                     el = time.time() - t_ep
                     ips = (s + 1) * sampler.batch_size / max(el, 1e-9)
                     remaining = (steps - s - 1) + (total_epochs - epoch - 1) * steps
-                    append_jsonl(progress, {"event": "step", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
+                    self._event(progress, {"event": "step", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
                                             "step": s + 1, "steps": steps, "loss": terms["loss"],
                                             "terms": terms, "images_per_s": round(ips, 1),
                                             "eta_s": round(remaining * sampler.batch_size / max(ips, 1e-9), 1),
@@ -326,13 +407,13 @@ class Trainer:
             # best.pt before last.pt: a kill between the two must not leave last.pt saying this epoch is
             # done (so a resume skips it) while best.pt still holds an older, worse epoch
             if is_best:
-                save_torch(ckdir / "best.pt", ck)
-            save_torch(ckdir / "last.pt", ck)
+                self._save(ckdir / "best.pt", ck)
+            self._save(ckdir / "last.pt", ck)
             run.register("checkpoints/last.pt")
             if (ckdir / "best.pt").exists():
                 run.register("checkpoints/best.pt")
             ips = steps * sampler.batch_size / max(time.time() - t_ep, 1e-9)
-            append_jsonl(progress, {"event": "epoch", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
+            self._event(progress, {"event": "epoch", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
                                     "loss": mean_terms.get("loss"), "terms": mean_terms, "val_score": score,
                                     "images_per_s": round(ips, 1), "best": is_best,
                                     "eta_s": round((total_epochs - epoch - 1) * steps * sampler.batch_size / max(ips, 1e-9), 1),
@@ -343,10 +424,12 @@ class Trainer:
         self.model = model
         self.labels_final = cur_labels
 
-    def _make_step(self, model, opt, num_classes: int, dev: torch.device):
+    def _make_step(self, model, opt, num_classes: int, dev: torch.device, net=None):
         cfg = self.cfg
         use_amp = cfg.train.bf16 and dev.type == "cuda"
-        fwd = torch.compile(model) if (cfg.train.compile and dev.type == "cuda") else model
+        net = model if net is None else net
+        world = self.world
+        fwd = torch.compile(net) if (cfg.train.compile and dev.type == "cuda") else net
 
         def step(xb_u8: torch.Tensor, lab: torch.Tensor, tgt: torch.Tensor | None, gen: torch.Generator) -> dict:
             x = to_input(xb_u8)
@@ -358,6 +441,16 @@ class Trainer:
                 z = fwd(x)
                 if cfg.loss.name == "softmax":
                     logits = model.classifier(z)
+            scale = 1.0
+            if world > 1 and cfg.loss.name in ("sgm", "triplet"):
+                # the metric losses see the whole global batch (class means over every rank's share);
+                # DDP averages gradients over ranks, so scale by the world size to keep their sum
+                from torch.distributed.nn.functional import all_gather
+                z = torch.cat(all_gather(z.float().contiguous()))
+                lab = torch.cat(all_gather(lab.contiguous()))
+                if tgt is not None:
+                    tgt = torch.cat(all_gather(tgt.contiguous()))
+                scale = float(world)
             if cfg.loss.name == "sgm":
                 terms = sgm_loss(z, lab, num_classes=num_classes, sigma=cfg.loss.sigma,
                                  norm_lambda=cfg.loss.norm_lambda, targets=tgt)
@@ -367,7 +460,7 @@ class Trainer:
                 terms = softmax_loss(logits, lab, targets=tgt)
             opt.zero_grad(set_to_none=True)
             if torch.isfinite(terms["loss"]):
-                terms["loss"].backward()
+                (terms["loss"] * scale).backward()
                 opt.step()
             return {k: float(v.detach()) for k, v in terms.items()}
 
@@ -393,6 +486,9 @@ class Trainer:
         cfg = self.cfg
         model = self.model
         ckdir = run.path / "checkpoints"
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()          # rank 0's last checkpoints are in place
         if (ckdir / "best.pt").exists() and cfg.hierarchy.levels == 1:
             # Eq. 5 / kNN on the best epoch's weights (model selection on the val split)
             model.load_state_dict(load_torch(ckdir / "best.pt", map_location=dev)["model"])
@@ -403,7 +499,9 @@ def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig,
                   sub_levels: np.ndarray | None = None) -> dict:
     """Embed every image; write items.parquet, images.npy, embeddings.npy, class_means.npy and
     metrics.json into ``run`` (not the manifest's status: the caller does that)."""
-    z = embed_images(model, ds.images, device=dev, bf16=cfg.train.bf16)
+    z = embed_sharded(model, ds.images, device=dev, bf16=cfg.train.bf16)
+    if isinstance(run, _NullRun):
+        return {}
     if not np.isfinite(z).all():
         raise TrainingError("embeddings hold NaN or inf; the model diverged")
     y = ds.table["label"].to_numpy().astype(np.int64)
