@@ -142,7 +142,9 @@ def gallery(path: str, rows: Sequence[int], *, captions: Sequence[str] | None = 
         return
     th = data.thumbs(path)
     caps = [md(c) for c in captions[:len(rows)]] if captions is not None else None
-    st.image(th.many(rows), caption=caps, width=width)
+    # output_format="PNG": the bytes are PNG already, so Streamlit serves them as they are
+    # (with "auto" it would re-encode every thumbnail to JPEG on every rerun)
+    st.image(th.many(rows), caption=caps, width=width, output_format="PNG")
 
 
 def label_captions(path: str, rows: Sequence[int], *, extra: Sequence[str] | None = None) -> list[str]:

@@ -23,7 +23,7 @@ with run_guard():
         st.stop()
 
 st.title("Mislabel candidates")
-f1, f2, f3, f4 = st.columns([1.2, 2, 2, 1], vertical_alignment="bottom")
+f1, f2, f3, f4 = st.columns([1.6, 2, 2, 1], vertical_alignment="bottom")
 ranking = f1.segmented_control("Ranking", ["ours", "cleanlab"], default="ours", key="ml_rank", required=True,
                                format_func=lambda r: {"ours": "Ours (Eq. 5)", "cleanlab": "cleanlab"}[r])
 ranking = ranking or "ours"
@@ -60,7 +60,10 @@ queue = cand[~reviewed] if hide else cand
 pages = max(1, -(-len(queue) // settings.QUEUE_PAGE))
 if st.session_state.get("ml_page", 1) > pages:
     st.session_state["ml_page"] = pages
-page = st.number_input("Page", min_value=1, max_value=pages, value=1, step=1, key="ml_page") if pages > 1 else 1
+page = 1
+if pages > 1:
+    pc, _ = st.columns([1, 4])
+    page = pc.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, value=1, step=1, key="ml_page")
 show = queue[(page - 1) * settings.QUEUE_PAGE: page * settings.QUEUE_PAGE]
 if not len(show):
     st.success("Nothing left to review with these filters.")
@@ -86,7 +89,7 @@ for start in range(0, len(show), 4):
         r = int(r)
         item = str(ids[r])
         with col.container(border=True):
-            st.image(th.png(r), width=112)
+            st.image(th.png(r), width=112, output_format="PNG")
             given = str(cols["label_name"][r])
             sug = classes[int(suggested[r])] if suggested is not None else "?"
             st.markdown(f"**{md(given)}** → {md(sug)}")

@@ -47,7 +47,7 @@ if src == "run":
                           max_value=max(0, n - 1), value=int(preset or 0), step=1, key="sim_row")
     row = int(row)
     q1, q2 = st.columns([1, 5])
-    q1.image(th.png(row), width=112)
+    q1.image(th.png(row), width=112, output_format="PNG")
     q2.caption(md(f"{cols['id'][row]} · given {cols['label_name'][row]}"))
     with run_guard():
         idx = data.similar_index(path)
@@ -73,7 +73,7 @@ else:
         from pipeline.similar import to_image
 
         q1, q2 = st.columns([1, 5])
-        q1.image(to_image(blob, idx.image_size), width=112)
+        q1.image(to_image(blob, idx.image_size), width=112, output_format="PNG")
         q2.caption(md(f"uploaded: {up.name}"))
 
 if result is not None and len(result):

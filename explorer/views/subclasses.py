@@ -43,7 +43,7 @@ for s in cards:
         left, right = st.columns([1, 5])
         with left:
             medoid = int(s.get("medoid", 0))
-            st.image(th.png(medoid), width=112, caption="medoid")
+            st.image(th.png(medoid), width=112, caption="medoid", output_format="PNG")
         with right:
             st.subheader(md(label))
             st.caption(f"{int(s.get('size', 0)):,} images · {100 * float(s.get('share', 0)):.1f} % of "

@@ -1,0 +1,228 @@
+"""The explorer in a real browser: Debian's chromium driven by Python Playwright.
+
+``test_flag_survives_a_reload`` (default suite, skipped without /usr/bin/chromium): start
+``streamlit run explorer/app.py`` on a free localhost port against the fixture run, open the map
+(box-select some points, see them in the gallery), open the mislabel queue, flag an image,
+reload and find the flag still there. Screenshots go to test-artifacts/.
+
+``test_map_load_time_at_35k`` (slow): navigation-to-drawn-map time of the explorer's map on a
+35,000-image run against a bare page holding only an ``st.plotly_chart`` of the same 35,000
+Scattergl points, and an empty page (issue 4: at most +0.5 s over the bare page).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from explorer_fixtures import fake_run, pipeline_run_dir  # noqa: F401  (fixture)
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+ART = ROOT / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(script: Path, env_extra: dict, log: Path):
+    port = free_port()
+    env = dict(os.environ, **env_extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+                                 "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://localhost:{port}"
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.25)
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
+        else:
+            raise RuntimeError("streamlit did not come up")
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextmanager
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def settle(page, timeout=30_000) -> None:
+    """Wait until Streamlit has finished the script run (no running indicator) and painted."""
+    page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=timeout)
+    page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')""", timeout=timeout)
+    page.wait_for_timeout(300)
+
+
+IMAGES_LOADED = """() => {
+  const imgs = Array.from(document.querySelectorAll('[data-testid="stImage"] img'));
+  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+}"""
+
+PLOT_DRAWN = """() => {
+  const gd = document.querySelector('.js-plotly-plot');
+  return !!(gd && gd._fullLayout && gd._fullData && gd._fullData.length && gd.querySelector('canvas'));
+}"""
+
+
+def test_flag_survives_a_reload(tmp_path, pipeline_run_dir):
+    ART.mkdir(exist_ok=True)
+    root = tmp_path / "runs"
+    shutil.copytree(pipeline_run_dir, root / "fixture")
+    env = {"SUBCLASS_EXPLORER_RUNS": str(root), "SUBCLASS_EXPLORER_DATA_ROOTS": str(tmp_path)}
+    with streamlit_server(ROOT / "explorer" / "app.py", env, ART / "browser-streamlit.log") as url, browser() as b:
+        page = b.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+
+        # the map: drawn, then a box selection shows its images below
+        page.goto(url + "/map")
+        page.wait_for_function(PLOT_DRAWN, timeout=60_000)
+        settle(page)
+        page.screenshot(path=str(ART / "browser-map.png"), full_page=True)
+        plot = page.locator(".js-plotly-plot").first
+        plot.hover()
+        page.locator('.modebar-btn[data-val="select"]').first.click()
+        box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + box["width"] * 0.3, y0 + box["height"] * 0.3, steps=8)
+        page.mouse.up()
+        page.get_by_text("Act on all").wait_for(timeout=30_000)
+        settle(page)
+        t0 = time.perf_counter()
+        page.wait_for_function(IMAGES_LOADED, timeout=30_000)
+        gallery_s = time.perf_counter() - t0
+        page.screenshot(path=str(ART / "browser-map-selection.png"), full_page=True)
+        assert page.locator('[data-testid="stImage"] img').count() >= 64
+        assert gallery_s < 1.0, gallery_s  # issue 4: a 64-image gallery appears in under a second
+
+        # the mislabel queue: flag the first candidate
+        page.goto(url + "/mislabels")
+        page.get_by_text("Mislabel candidates").wait_for(timeout=60_000)
+        settle(page)
+        page.wait_for_function(IMAGES_LOADED, timeout=30_000)
+        page.screenshot(path=str(ART / "browser-mislabels.png"), full_page=True)
+        page.get_by_role("button", name="Flag", exact=True).first.click()
+        page.get_by_text("Reviewed 1 of").wait_for(timeout=30_000)
+        settle(page)
+
+        # reload: a new session; the flag is still there (progress, export, and the item's card)
+        page.reload()
+        page.get_by_text("Mislabel candidates").wait_for(timeout=60_000)
+        settle(page)
+        page.get_by_text("Reviewed 1 of").wait_for(timeout=30_000)
+        page.get_by_text("1 flagged (0 with a proposed label)").wait_for(timeout=30_000)
+        page.get_by_text("Hide reviewed").click()
+        page.get_by_text("decision: flag").first.wait_for(timeout=30_000)
+        settle(page)
+        page.wait_for_function(IMAGES_LOADED, timeout=30_000)
+        page.screenshot(path=str(ART / "browser-mislabels-after-reload.png"), full_page=True)
+        assert not errors, errors
+    from explorer.review import ReviewStore
+
+    d = ReviewStore(root / "fixture").decisions()
+    assert list(d["decision"]) == ["flag"]
+
+
+# ------------------------------------------------------------------------------- load time at 35k
+BARE = """
+import numpy as np, plotly.graph_objects as go, streamlit as st
+xy = np.load({xy!r})
+st.plotly_chart(go.Figure(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers")))
+"""
+EMPTY = """
+import streamlit as st
+st.write("empty")
+"""
+
+
+def _load_time(b, url: str, drawn: str | None, reps: int) -> list[float]:
+    out = []
+    for _ in range(reps):
+        page = b.new_page(viewport={"width": 1400, "height": 1000})
+        t0 = time.perf_counter()
+        page.goto(url)
+        if drawn:
+            page.wait_for_function(drawn, timeout=120_000, polling=50)
+        else:
+            page.get_by_text("empty").wait_for(timeout=60_000)
+        out.append(time.perf_counter() - t0)
+        page.close()
+    return out
+
+
+@pytest.mark.slow
+def test_map_load_time_at_35k(tmp_path):
+    ART.mkdir(exist_ok=True)
+    root = tmp_path / "runs"
+    run = fake_run(root / "big", 35_000, seed=1)
+    import json
+
+    xy_file = run / json.loads((run / "analysis" / "maps.json").read_text())[0]["file"]
+    (tmp_path / "bare.py").write_text(BARE.format(xy=str(xy_file)))
+    (tmp_path / "empty.py").write_text(EMPTY)
+    reps = 5
+    res = {}
+    with browser() as b:
+        with streamlit_server(tmp_path / "empty.py", {}, ART / "speed-empty.log") as url:
+            _load_time(b, url, None, 1)  # warm the server
+            res["empty page"] = _load_time(b, url, None, reps)
+        with streamlit_server(tmp_path / "bare.py", {}, ART / "speed-bare.log") as url:
+            _load_time(b, url, PLOT_DRAWN, 1)
+            res["bare st.plotly_chart, 35k Scattergl"] = _load_time(b, url, PLOT_DRAWN, reps)
+        with streamlit_server(ROOT / "explorer" / "app.py", {"SUBCLASS_EXPLORER_RUNS": str(root)},
+                              ART / "speed-explorer.log") as url:
+            _load_time(b, url + "/map", PLOT_DRAWN, 1)  # fills the server's caches
+            res["explorer map, 35k"] = _load_time(b, url + "/map", PLOT_DRAWN, reps)
+            page = b.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url + "/map")
+            page.wait_for_function(PLOT_DRAWN, timeout=120_000)
+            settle(page)
+            page.screenshot(path=str(ART / "speed-map-35k.png"))
+    med = {k: statistics.median(v) for k, v in res.items()}
+    lines = [f"{k}: median {med[k]:.2f} s ({', '.join(f'{x:.2f}' for x in v)})" for k, v in res.items()]
+    (ART / "speed-browser.txt").write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines))
+    assert med["explorer map, 35k"] <= med["bare st.plotly_chart, 35k Scattergl"] + 0.5
