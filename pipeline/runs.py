@@ -109,8 +109,15 @@ def load_torch(path: Path, map_location: Any = "cpu") -> Any:
     except FileNotFoundError:
         raise RunError(f"{path}: checkpoint is missing") from None
     except Exception as exc:  # weights_only refusal, truncation, garbage
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunError(f"{path}: checkpoint refused or unreadable ({first[:160]})") from None
+        first = _one_line(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 160) or type(exc).__name__
+        raise RunError(f"{path}: checkpoint refused or unreadable ({first})") from None
+
+
+def _one_line(exc: BaseException, limit: int = 120) -> str:
+    """An exception's text fit for a one-line RunError: whitespace collapsed, control characters
+    dropped (a damaged file's bytes end up in some library messages), at most ``limit`` characters."""
+    s = "".join(ch if ch.isprintable() else " " for ch in str(exc))
+    return " ".join(s.split())[:limit]
 
 
 def _json_default(o: Any) -> Any:
@@ -226,7 +233,7 @@ class Run:
         try:
             arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
         except Exception as exc:
-            raise RunError(f"{p}: unreadable array ({type(exc).__name__}: {str(exc)[:120]})") from None
+            raise RunError(f"{p}: unreadable array ({type(exc).__name__}: {_one_line(exc)})") from None
         want = self.artifacts[name].get("shape")
         if want is not None and list(arr.shape) != list(want):
             raise RunError(f"{p}: shape {list(arr.shape)} but {MANIFEST} says {want}")
@@ -237,7 +244,7 @@ class Run:
         try:
             df = pd.read_parquet(p)
         except Exception as exc:
-            raise RunError(f"{p}: unreadable table ({type(exc).__name__}: {str(exc)[:120]})") from None
+            raise RunError(f"{p}: unreadable table ({type(exc).__name__}: {_one_line(exc)})") from None
         want = self.artifacts[name].get("rows")
         if want is not None and len(df) != want:
             raise RunError(f"{p}: {len(df)} rows but {MANIFEST} says {want}")
