@@ -287,6 +287,16 @@ class Trainer:
             self._event(progress, {"event": "error", "time": time.time(), "message": str(exc)})
             run.save_manifest(status=STATUS_FAILED, message=str(exc))
             raise
+        except Exception as exc:
+            # an unreadable checkpoint on --resume, a full disk, a bug: say so in the run instead of
+            # leaving it "running" with nothing running
+            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            try:
+                self._event(progress, {"event": "error", "time": time.time(), "message": msg})
+                run.save_manifest(status=STATUS_FAILED, message=msg)
+            except Exception:
+                pass
+            raise
         run.save_manifest(status=STATUS_COMPLETE, wall_s=round(time.time() - t0, 2), message="")
         self._event(progress, {"event": "done", "time": time.time(), "wall_s": round(time.time() - t0, 2)})
         return run
