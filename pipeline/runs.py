@@ -223,7 +223,7 @@ class Run:
     def file(self, name: str) -> Path:
         if name not in self.artifacts:
             raise RunError(f"{self.path / name}: not listed in {MANIFEST} (run `pipeline analyze`?)")
-        p = self.path / name
+        p = artifact_path(self.path, name)
         if not p.exists():
             raise RunError(f"{p}: listed in {MANIFEST} but missing")
         return p
@@ -297,6 +297,25 @@ class Run:
         write_json(self.path / MANIFEST, self.manifest)
 
 
+def artifact_path(root: Path, name: str) -> Path:
+    """Where artifact ``name`` of the run in ``root`` lives; a RunError for a name (or a symlink) that
+    leads out of the run directory: a manifest must not make us read other files."""
+    root = Path(root)
+    s = str(name)
+    parts = s.replace("\\", "/").split("/")
+    if (not s or s.startswith(("/", "\\")) or os.path.isabs(s) or (len(s) > 1 and s[1] == ":")
+            or ".." in parts or "\0" in s):
+        raise RunError(f"{root / MANIFEST}: artifact {s!r} is outside the run directory; refused")
+    p = root / s
+    try:
+        real, base = p.resolve(), root.resolve()
+    except (OSError, RuntimeError):
+        raise RunError(f"{p}: cannot resolve this artifact's path") from None
+    if real != base and base not in real.parents:
+        raise RunError(f"{p}: links outside the run directory (to {real}); refused")
+    return p
+
+
 def create_run(path: Path, *, config: dict, classes: list[str], overwrite_compatible: bool = False) -> Run:
     """Start a new run in ``path``; refuse a folder that already holds a different run.
 
@@ -347,12 +366,20 @@ def open_run(path: Path, *, require_complete: bool = True, check_files: bool = T
         raise RunError(f"{mf}: no schema_version")
     if ver > SCHEMA_VERSION:
         raise RunError(f"{mf}: schema version {ver} is newer than this program reads ({SCHEMA_VERSION}); upgrade subclass-explorer")
+    for key, typ, what in (("status", str, "a string"), ("config", dict, "an object"), ("classes", list, "a list"),
+                           ("artifacts", dict, "an object")):
+        if key in manifest and not isinstance(manifest[key], typ):
+            raise RunError(f"{mf}: '{key}' is not {what}")
     run = Run(path=path, manifest=manifest)
     if require_complete and run.status != STATUS_COMPLETE:
         raise RunError(f"{path}: run is {run.status}, not complete" + (" (resume it with `pipeline train --resume`)" if run.status in (STATUS_RUNNING, STATUS_INTERRUPTED, STATUS_FAILED) else ""))
+    for name in run.artifacts:
+        artifact_path(path, name)
     if check_files:
         for name, info in run.artifacts.items():
             p = path / name
+            if not isinstance(info, dict):
+                raise RunError(f"{mf}: entry for {name!r} is not a JSON object")
             if not p.exists():
                 raise RunError(f"{p}: listed in {MANIFEST} but missing")
             size = p.stat().st_size
