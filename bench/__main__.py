@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, raw, wall = run_suite(p)
     from dataclasses import asdict
 
+    try:
+        info["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        pass
     settings = {k: v for k, v in asdict(p).items() if k != "notes"}
     obj = to_json(rows, mode=a.mode, quick=a.quick, wall_s=wall, settings=settings, info=info)
     obj["raw"] = raw

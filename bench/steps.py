@@ -161,18 +161,23 @@ def bare_step(s: StepSetup, *, compile: bool = False) -> Callable[[], int]:
 
 
 def interleave(contenders: dict[str, Callable[[], int]], *, device: str, rounds: int = 3,
-               round_s: float = 2.0, min_steps: int = 2, warmup: int = 2) -> dict[str, dict]:
+               round_s: float = 2.0, min_steps: int = 2, warmup: int = 2,
+               max_s: float | None = None) -> dict[str, dict]:
     """Images/s of each contender: ``warmup`` untimed calls each, then ``rounds`` rounds in which
-    every contender runs for ``round_s`` seconds (at least ``min_steps`` calls) in turn.
+    every contender runs for ``round_s`` seconds (at least ``min_steps`` calls) in turn; no new
+    round starts after ``max_s`` seconds in all (at least one round runs).
     Returns {name: {"ips": median, "rounds": [...], "steps": n}}."""
     dev = torch.device(device)
+    t_start = time.perf_counter()
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     _sync(dev)
     per: dict[str, list[float]] = {k: [] for k in contenders}
     steps: dict[str, int] = {k: 0 for k in contenders}
-    for _ in range(rounds):
+    for r in range(rounds):
+        if r > 0 and max_s is not None and time.perf_counter() - t_start > max_s:
+            break
         for name, fn in contenders.items():
             _sync(dev)
             t0 = time.perf_counter()
@@ -187,8 +192,9 @@ def interleave(contenders: dict[str, Callable[[], int]], *, device: str, rounds:
 
 
 # ----------------------------------------------------------------------------- (a)
-def train_step(s: StepSetup, *, rounds: int, round_s: float) -> dict:
-    res = interleave({"ours": our_step(s), "bare": bare_step(s)}, device=s.device, rounds=rounds, round_s=round_s)
+def train_step(s: StepSetup, *, rounds: int, round_s: float, max_s: float | None = None) -> dict:
+    res = interleave({"ours": our_step(s), "bare": bare_step(s)}, device=s.device, rounds=rounds, round_s=round_s,
+                     max_s=max_s)
     return {"setup": asdict(s), **res}
 
 
@@ -221,7 +227,8 @@ def compile_task(args: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- (c)
-def embedding(s: StepSetup, *, n: int, rounds: int, round_s: float, batch_size: int = 1024) -> dict:
+def embedding(s: StepSetup, *, n: int, rounds: int, round_s: float, batch_size: int = 1024,
+              max_s: float | None = None) -> dict:
     """embed_images on the resident uint8 tensor and on a NumPy array (as write_outputs calls it)
     against the bare forward pass over the same images, already converted to float batches."""
     from pipeline.embed import embed_images, to_input
@@ -257,5 +264,5 @@ def embedding(s: StepSetup, *, n: int, rounds: int, round_s: float, batch_size: 
         return n
 
     res = interleave({"resident": ours_resident, "numpy": ours_numpy, "bare": bare}, device=s.device,
-                     rounds=rounds, round_s=round_s, min_steps=1, warmup=1)
+                     rounds=rounds, round_s=round_s, min_steps=1, warmup=1, max_s=max_s)
     return {"n": n, **res}

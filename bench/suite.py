@@ -47,6 +47,8 @@ class Preset:
     umap_budget: float                    # one child: first fit (compile), warm refit, other sizes
     umap_skip: str = ""                   # reason, when UMAP is left out
     tsne_iters: tuple[int, int] = (250, 500)   # (early exaggeration, then) = pipeline.maps.DEFAULTS
+    step_max_s: float | None = None       # (a), per batch size: no new round after this
+    embed_max_s: float | None = None      # (c)
     analyze_jobs: tuple[tuple[int, tuple[str, ...], float], ...] = ()   # (images, maps, budget)
     total_s: float = 570.0                # the deadline for everything
     notes: dict = field(default_factory=dict)
@@ -66,12 +68,12 @@ def preset(mode: str, *, quick: bool = False) -> Preset:
         return Preset(
             mode="cpu", quick=False,
             steps=StepSetup(backbone="light", image_size=48, classes=8, per_class=32, n_images=4096, device="cpu"),
-            per_class=(32,), step_rounds=3, step_round_s=2.5,
-            embed_n=2048, embed_rounds=3, embed_round_s=1.0,
-            compile_per_class=(32,), compile_rounds=2, compile_round_s=2.0, compile_budget=75.0,
-            map_sizes=(10_000, 35_000), opentsne_budget=(45.0, 75.0), sklearn_budget=(45.0, 40.0),
-            umap_budget=105.0,
-            analyze_jobs=((35_000, ("pca",), 50.0), (450_000, ("pca",), 60.0)),
+            per_class=(32,), step_rounds=3, step_round_s=2.5, step_max_s=25.0,
+            embed_n=1024, embed_rounds=3, embed_round_s=1.0, embed_max_s=20.0,
+            compile_per_class=(32,), compile_rounds=2, compile_round_s=2.0, compile_budget=50.0,
+            map_sizes=(10_000, 35_000), opentsne_budget=(40.0, 80.0), sklearn_budget=(70.0, 45.0),
+            umap_budget=100.0,
+            analyze_jobs=((35_000, ("pca",), 45.0), (450_000, ("pca",), 60.0)),
             total_s=570.0)
     if mode == "cpu":
         return Preset(
@@ -130,15 +132,31 @@ class Suite:
         self.t0 = time.perf_counter()
         self.rows: list[Row] = []
         self.raw: dict = {}
+        self.pending = self.plan()
 
     # -- time keeping ---------------------------------------------------------------------------
     def left(self) -> float:
         return self.p.total_s - (time.perf_counter() - self.t0)
 
-    def budget(self, nominal: float, reserve: float = 0.0) -> float:
-        """A child's budget: its nominal share, never past the deadline minus ``reserve`` (what
-        the jobs after it need at least)."""
-        return max(0.0, min(nominal, self.left() - reserve))
+    def plan(self) -> dict[str, float]:
+        """Every child job of the preset and its nominal budget, in the order they run."""
+        p = self.p
+        jobs = {"compile": p.compile_budget}
+        for i, n in enumerate(p.map_sizes):
+            jobs[f"opentsne:{n}"] = p.opentsne_budget[i]
+            jobs[f"sklearn:{n}"] = p.sklearn_budget[i]
+        if not p.umap_skip:
+            jobs["umap"] = p.umap_budget
+        for n, _, b in p.analyze_jobs:
+            jobs[f"analyze:{n}"] = b
+        return jobs
+
+    def budget(self, job: str) -> float:
+        """The budget of ``job``: its nominal one, shrunk in proportion when the work before it ran
+        long, so that an overrun is shared by every job still to come instead of the last ones."""
+        nominal = self.pending.pop(job)
+        rest = nominal + sum(self.pending.values())
+        return max(0.0, min(nominal, self.left() * nominal / rest if rest > 0 else 0.0))
 
     def add(self, row: Row) -> None:
         self.rows.append(row.finish())
@@ -150,7 +168,7 @@ class Suite:
         for pc in self.p.per_class:
             s = replace(self.p.steps, per_class=pc)
             t = time.perf_counter()
-            res = train_step(s, rounds=self.p.step_rounds, round_s=self.p.step_round_s)
+            res = train_step(s, rounds=self.p.step_rounds, round_s=self.p.step_round_s, max_s=self.p.step_max_s)
             self.raw.setdefault("a", []).append(res)
             note = "eager; ours = sampler + uint8 indexing + augment + SGM (soft targets) + Adam through Trainer._make_step"
             if self.p.notes.get("a"):
@@ -161,11 +179,11 @@ class Suite:
                  f"({time.perf_counter() - t:.0f} s)")
 
     # -- (b) ------------------------------------------------------------------------------------
-    def compile(self, reserve: float) -> None:
+    def compile(self) -> None:
         from .subproc import run_child
 
         s = self.p.steps
-        budget = self.budget(self.p.compile_budget, reserve)
+        budget = self.budget("compile")
         kinds = ["bare"] + (["ours"] if s.device.startswith("cuda") else [])
         expected = [(k, replace(s, per_class=pc)) for pc in self.p.compile_per_class for k in kinds]
         if budget < 1.0:
@@ -204,7 +222,8 @@ class Suite:
 
         t = time.perf_counter()
         s = self.p.steps
-        res = embedding(s, n=self.p.embed_n, rounds=self.p.embed_rounds, round_s=self.p.embed_round_s)
+        res = embedding(s, n=self.p.embed_n, rounds=self.p.embed_rounds, round_s=self.p.embed_round_s,
+                        max_s=self.p.embed_max_s)
         self.raw["c"] = res
         what = f"{s.backbone} {s.image_size}px, {_k(self.p.embed_n)} images, {torch_dev(s)}"
         note = "eval, batches of 1024" + ("; " + self.p.notes["c"] if self.p.notes.get("c") else "")
@@ -217,7 +236,7 @@ class Suite:
              f"{res['bare']['ips']:.0f} ({time.perf_counter() - t:.0f} s)")
 
     # -- (d) ------------------------------------------------------------------------------------
-    def maps(self, reserve: float) -> None:
+    def maps(self) -> None:
         from .maps import sklearn_estimate
         from .subproc import run_child
         from .synthetic import gaussian_mixture
@@ -228,7 +247,6 @@ class Suite:
             z, _ = gaussian_mixture(n, seed=1)
             paths[str(n)] = str(self.workdir / f"emb_{n}.npy")
             np.save(paths[str(n)], z)
-        later = lambda i: 10.0 * (2 * (len(sizes) - 1 - i) + 1) + reserve      # noqa: E731
         cells: dict[tuple[str, int, str], tuple] = {}     # (method, n, fit) -> (seconds, bound, note)
         ee, it = self.p.tsne_iters
         total_iters = max(250, ee + it)                   # sklearn's floor; it always exaggerates 250
@@ -246,15 +264,18 @@ class Suite:
                     if method == "sklearn":
                         prog = [r for r in res.results if r.get("event") == "progress" and r["n"] == key[0]]
                         est = sklearn_estimate(prog, total_iters)
-                        note = f"sklearn cut at {prog[-1]['iter'] if prog else 0}/{total_iters} iterations" + (
-                            f", ~{est:.0f} s extrapolated" if est is not None else "")
+                        if prog:
+                            note = f"sklearn cut at {prog[-1]['iter']}/{total_iters} iterations" + (
+                                f", ~{est:.0f} s extrapolated" if est is not None else "")
+                        else:
+                            note = "sklearn cut before its first 50 iterations (still on neighbours/affinities)"
                     cells[(method, *key)] = (b - started[key]["_t"], ">=", note)
                 else:
                     cells[(method, *key)] = (None, None, f"{method} not reached within its {b:.0f} s budget")
 
         for i, n in enumerate(sizes):
-            for method, budgets in (("opentsne", self.p.opentsne_budget), ("sklearn", self.p.sklearn_budget)):
-                b = self.budget(budgets[i], later(i))
+            for method in ("opentsne", "sklearn"):
+                b = self.budget(f"{method}:{n}")
                 if b < 2.0:
                     cells[(method, n, "first")] = (None, None, "the total time budget was spent")
                     continue
@@ -269,7 +290,7 @@ class Suite:
             for key in plan:
                 cells[("umap", *key)] = (None, None, self.p.umap_skip)
         else:
-            b = self.budget(self.p.umap_budget, reserve)
+            b = self.budget("umap")
             if b < 2.0:
                 for key in plan:
                     cells[("umap", *key)] = (None, None, "the total time budget was spent")
@@ -322,8 +343,7 @@ class Suite:
             t = time.perf_counter()
             build_run(run_path, n, seed=2)
             built_s = time.perf_counter() - t
-            later = 10.0 * (len(self.p.analyze_jobs) - 1 - j)
-            b = self.budget(nominal, later)
+            b = self.budget(f"analyze:{n}")
             if b < 2.0:
                 self.add(Row("e", name, status="skipped", note="the total time budget was spent"))
                 continue
@@ -370,13 +390,10 @@ class Suite:
 
     # -- everything -----------------------------------------------------------------------------
     def run(self) -> list[Row]:
-        p = self.p
-        analyze_min = sum(min(b, 15.0) for _, _, b in p.analyze_jobs) + 5.0
-        maps_min = 10.0 * (2 * len(p.map_sizes) + 1)
         self.train_steps()
         self.embedding()
-        self.compile(reserve=maps_min + analyze_min)
-        self.maps(reserve=analyze_min)
+        self.compile()
+        self.maps()
         self.analyze()
         return self.rows
 

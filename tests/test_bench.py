@@ -65,7 +65,8 @@ def test_map_rows_from_scripted_children(tmp_path, monkeypatch):
 
     p = preset("cpu", quick=True)
     p = type(p)(**{**p.__dict__, "map_sizes": (100, 200), "opentsne_budget": (50.0, 50.0),
-                   "sklearn_budget": (50.0, 50.0), "umap_budget": 50.0, "umap_skip": ""})
+                   "sklearn_budget": (50.0, 50.0), "umap_budget": 50.0, "umap_skip": "",
+                   "analyze_jobs": (), "total_s": 10_000.0})
 
     def fake(task, args, *, budget_s, on_line=None):
         m = args["method"]
@@ -88,7 +89,7 @@ def test_map_rows_from_scripted_children(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench.subproc, "run_child", fake)
     s = Suite(p, workdir=tmp_path)
-    s.maps(reserve=0.0)
+    s.maps()
     rows = [r for r in s.rows]
     assert len(rows) == 5
     t100 = rows[0]
@@ -111,3 +112,15 @@ def test_gpu_mode_without_cuda_says_so_in_one_line(capsys):
     assert main(["gpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no CUDA device" in err
+
+
+def test_an_overrun_is_shared_by_every_job_still_to_come(tmp_path):
+    from bench.suite import Suite, preset
+
+    p = preset("cpu", quick=True)
+    s = Suite(p, workdir=tmp_path)
+    nominal = dict(s.pending)
+    s.t0 -= p.total_s / 2                    # half the deadline already spent
+    first = next(iter(nominal))
+    assert s.budget(first) == pytest.approx(nominal[first] * (p.total_s / 2) / sum(nominal.values()), rel=0.05)
+    assert first not in s.pending
