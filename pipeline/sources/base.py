@@ -93,6 +93,8 @@ class Dataset:
 
 def check_under_roots(path: Path, roots: Sequence[str]) -> Path:
     """Resolve ``path`` and refuse it when ``roots`` is non-empty and it lies under none of them."""
+    if "\0" in str(path):
+        raise DataError(f"{str(path)!r}: a path cannot contain a NUL character")
     p = Path(path).expanduser().resolve()
     if roots:
         for r in roots:
@@ -108,6 +110,8 @@ def safe_join(base: Path, rel: str) -> Path:
     if rel is None or str(rel).strip() == "":
         raise DataError(f"{base}: empty file name in the listing")
     rel = str(rel)
+    if "\0" in rel:
+        raise DataError(f"{rel!r}: a file name in the listing contains a NUL character")
     if os.path.isabs(rel) or rel.startswith(("\\", "/")) or (len(rel) > 1 and rel[1] == ":"):
         raise DataError(f"{rel}: absolute paths are not allowed in a listing (paths are relative to {base})")
     base_r = Path(base).resolve()
