@@ -257,10 +257,13 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
 
     # -- scores against ground truth, into metrics.json
     sub_metrics: dict = {"mode": h.mode, "n_subclasses": h.n_subclasses,
-                         "per_class": {classes[c]: int((h.sub_class == c).sum()) for c in range(len(classes))}}
+                         "per_class": {classes[c]: {"subclasses": int((h.sub_class == c).sum())}
+                                       for c in range(len(classes))}}
     if "gt_subclass" in items.columns:
-        sub_metrics.update(subclass_scores(h.labels, items["gt_subclass"].to_numpy(np.int64), labels))
-        sub_metrics["per_class"] = {classes[c]: v for c, v in sub_metrics["per_class"].items()}
+        gt_scores = subclass_scores(h.labels, items["gt_subclass"].to_numpy(np.int64), labels)
+        for c, v in gt_scores.pop("per_class").items():
+            sub_metrics["per_class"][classes[c]].update(nmi=v["nmi"], purity=v["purity"], hidden=v["hidden"])
+        sub_metrics.update(gt_scores)
     mis_metrics: dict = {"n_flagged_cleanlab": int(table["cleanlab_issue"].sum()),
                          "k": knn_k, "sigma": sigma, "cleanlab_probs": "knn"}
     truth_col = next((c for c in MISLABEL_TRUTH if c in items.columns), None)
@@ -269,6 +272,13 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
         gt_label = items["gt_label"].to_numpy(np.int64) if "gt_label" in items.columns else None
         mis_metrics.update(truth=truth_col, **mislabel_scores(table, truth, true_label=gt_label))
         mis_metrics["train"] = mislabel_scores(table, truth, true_label=gt_label, rows=np.flatnonzero(train))
+        # cleanlab on the other out-of-sample probabilities too, so the stored choice stays justified
+        ev = mis.oos_evidence(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma,
+                              n_classes=len(classes))
+        alt_quality, alt_issue = mis.cleanlab_scores(labels, ev.post)
+        alt = pd.DataFrame({"score": table["score"], "cleanlab_score": alt_quality, "cleanlab_issue": alt_issue,
+                            "suggested": table["suggested"]})
+        mis_metrics["cleanlab_posterior"] = mislabel_scores(alt, truth)["cleanlab"]
     metrics = run.metrics()
     metrics["subclass"] = sub_metrics
     metrics["mislabels"] = mis_metrics

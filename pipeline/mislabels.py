@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_softmax
 
-__all__ = ["Evidence", "oos_evidence", "scores", "knn_probs"]
+__all__ = ["Evidence", "oos_evidence", "scores", "knn_probs", "cleanlab_scores"]
 
 # Laplace smoothing of the kNN vote distribution handed to cleanlab (counts + alpha) / (k + C alpha).
 KNN_ALPHA = 0.5
@@ -168,7 +168,7 @@ def scores(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
 
     probs = knn_probs(ev.votes) if cleanlab_probs == "knn" else \
         np.clip(post, 1e-12, None) / np.clip(post, 1e-12, None).sum(1, keepdims=True)
-    cl_score, cl_issue = _cleanlab(labels, probs)
+    cl_score, cl_issue = cleanlab_scores(labels, probs)
 
     df = pd.DataFrame({
         "score": score.astype(np.float64),
@@ -185,7 +185,7 @@ def scores(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
     return df
 
 
-def _cleanlab(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def cleanlab_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """cleanlab's self-confidence label quality and find_label_issues mask on ``probs``."""
     import warnings
 

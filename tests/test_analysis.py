@@ -101,6 +101,9 @@ def test_metrics_gain_ground_truth_scores(analyzed):
     assert met["test"] == {"knn_accuracy": 0.9}               # training's sections kept
     sc, ml = met["subclass"], met["mislabels"]
     assert sc["mode"] == "bic" and sc["n_hidden"] == 6
+    assert set(sc["per_class"]) == set(CLASSES)
+    assert set(sc["per_class"]["neutral"]) == {"subclasses", "nmi", "purity", "hidden"}
+    assert sum(v["subclasses"] for v in sc["per_class"].values()) == sc["n_subclasses"]
     assert sc["nmi_within"] >= 0.6 and 0 <= sc["purity_within"] <= 1 and "nmi" in sc and "purity" in sc
     assert ml["truth"] == "gt_flipped" and ml["base_rate"] == pytest.approx(ml["n_true"] / ml["n"])
     for who in ("ours", "cleanlab"):
@@ -109,6 +112,7 @@ def test_metrics_gain_ground_truth_scores(analyzed):
     assert ml["ours"]["ap"] >= 0.7
     assert {"n_flagged", "precision", "recall"} <= set(ml["cleanlab"]["issues"])
     assert "suggested_accuracy" in ml and "train" in ml
+    assert ml["cleanlab_posterior"]["ap"] > 3 * ml["base_rate"]
     assert out["subclass"]["n_subclasses"] == sc["n_subclasses"]
     assert out["timings"]["total"] > 0
 
