@@ -24,7 +24,8 @@ def build_config(a: argparse.Namespace) -> RunConfig:
                         triplets=a.triplets, margin=a.margin),
         train=TrainConfig(epochs=a.epochs, per_class=a.per_class, steps_per_epoch=a.steps_per_epoch, lr=a.lr,
                           weight_decay=a.weight_decay, seed=a.seed, device=a.device, augment=not a.no_augment,
-                          compile=a.compile, bf16=not a.no_bf16, knn_k=a.knn_k),
+                          compile=a.compile, bf16=not a.no_bf16, knn_k=a.knn_k,
+                          crossfit=a.crossfit),
         hierarchy=HierarchyConfig(levels=a.levels, min_per_subclass=a.min_per_subclass,
                                   max_components=a.max_components, topk=a.topk),
     )
@@ -61,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
     t.add_argument("--no-bf16", action="store_true")
     t.add_argument("--knn-k", type=int, default=11)
+    t.add_argument("--crossfit", type=int, default=0, metavar="K",
+                   help="also train K fold models so mislabel evidence is out-of-sample (K >= 2)")
     t.add_argument("--levels", type=int, default=1, help="L of Algorithm 2 (DGMS); 1 = plain SGM")
     t.add_argument("--min-per-subclass", type=int, default=64, help="Mc of Algorithm 2")
     t.add_argument("--max-components", type=int, default=5)

@@ -43,6 +43,7 @@ class TrainConfig:
     compile: bool = False
     bf16: bool = True                  # autocast on CUDA only
     knn_k: int = 11
+    crossfit: int = 0                  # K >= 2: also train K fold models for out-of-sample mislabel evidence
 
 
 @dataclass(frozen=True)

@@ -278,6 +278,8 @@ class Trainer:
             with _sigterm_as_interrupt():
                 self._fit(run, ds, dev, train_rows, y_all, progress)
                 self._finalize(run, ds, dev)
+                if cfg.train.crossfit >= 2 and self.main:
+                    crossfit(run, ds, cfg, quiet=self.quiet, progress_bar=self.progress_bar)
         except KeyboardInterrupt:
             self._event(progress, {"event": "error", "time": time.time(), "message": "interrupted"})
             run.save_manifest(status=STATUS_INTERRUPTED,
@@ -503,6 +505,61 @@ class Trainer:
             # Eq. 5 / kNN on the best epoch's weights (model selection on the val split)
             model.load_state_dict(load_torch(ckdir / "best.pt", map_location=dev)["model"])
         write_outputs(run, ds, model, cfg, dev, sub_levels=getattr(self, "labels_final", None))
+
+
+def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progress_bar: bool = False) -> None:
+    """Out-of-sample evidence for mislabel ranking by cross-fitting.
+
+    The training split is cut into K label-stratified folds; for each fold a model is trained on the
+    other K-1 (a complete run under ``<run>/crossfit/fold<k>``, resumable like any run) and embeds the
+    held-out fold, so no image's label ever shaped the embedding that judges it. Rows outside the
+    training split are scored by every fold model and averaged. Writes ``crossfit_posterior.npy``
+    (N, C) (Eq. 5 against the fold's training class means) and ``crossfit_votes.npy`` (N, C) (labels
+    of the k nearest fold-training images) into the run.
+    """
+    from dataclasses import replace as dc_replace
+
+    K = int(cfg.train.crossfit)
+    C = ds.num_classes
+    y = ds.table["label"].to_numpy().astype(np.int64)
+    split = ds.table["split"].to_numpy()
+    train_rows = np.flatnonzero(split == "train")
+    other_rows = np.flatnonzero(split != "train")
+    rng = np.random.default_rng([cfg.train.seed, 7919])
+    fold = np.empty(len(y), np.int64)
+    for c in np.unique(y[train_rows]):
+        rows = rng.permutation(train_rows[y[train_rows] == c])
+        fold[rows] = np.arange(len(rows)) % K
+    post = np.zeros((len(y), C), np.float64)
+    votes = np.zeros((len(y), C), np.float64)
+    fold_cfg = cfg.replace(train=dc_replace(cfg.train, crossfit=0), hierarchy=dc_replace(cfg.hierarchy, levels=1))
+    for f in range(K):
+        held = train_rows[fold[train_rows] == f]
+        fit = train_rows[fold[train_rows] != f]
+        rows = np.concatenate([fit, held, other_rows])
+        sub = ds.subset(rows)
+        sub.table["split"] = np.concatenate([np.full(len(fit), "train"), np.full(len(held), "test"),
+                                             np.full(len(other_rows), "val")]).astype(object)
+        out = run.path / "crossfit" / f"fold{f}"
+        _say(f"cross-fitting fold {f + 1}/{K}: training on {len(fit)} images, judging {len(held)}", quiet)
+        try:
+            fr = open_run(out)                      # already done (a resumed run)
+        except RunError:
+            resume = (out / "manifest.json").exists()
+            fr = Trainer(fold_cfg, out, resume=resume, quiet=True, progress_bar=progress_bar, dataset=sub).run()
+        z = np.asarray(fr.embeddings())
+        mu = np.asarray(fr.array("class_means.npy"))
+        nf = len(fit)
+        p = M.gaussian_posterior(z[nf:], mu, sigma=cfg.loss.sigma)
+        v = M.knn_votes(z[:nf], y[fit], z[nf:], k=cfg.train.knn_k, num_classes=C) * cfg.train.knn_k
+        nh = len(held)
+        post[held] = p[:nh]
+        votes[held] = v[:nh]
+        post[other_rows] += p[nh:] / K
+        votes[other_rows] += v[nh:] / K
+    run.put_array("crossfit_posterior.npy", post.astype(np.float32))
+    run.put_array("crossfit_votes.npy", votes.astype(np.float32))
+    run.save_manifest()
 
 
 def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig, dev: torch.device,

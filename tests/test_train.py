@@ -131,3 +131,20 @@ def test_evaluate_recomputes_and_cross_domain_matches_classes_by_name(tiny_run, 
     key = f"cross:folder:{tmp_path / 'other'}"
     assert res[key]["classes_matched"] == ["happiness", "surprise"] and res[key]["n"] == 12
     assert key in json.loads((tiny_run.path / "metrics.json").read_text())
+
+
+def test_crossfit_evidence_comes_from_models_that_never_saw_the_image(tmp_path):
+    run = train(tiny_config(epochs=1, crossfit=2), tmp_path / "cf", quiet=True)
+    post = np.asarray(run.array("crossfit_posterior.npy"))
+    votes = np.asarray(run.array("crossfit_votes.npy"))
+    items = run.items()
+    assert post.shape == votes.shape == (len(items), 8)
+    assert np.allclose(post.sum(1), 1, atol=1e-4) and np.allclose(votes.sum(1), 11, atol=1e-3)
+    seen_by = {}
+    for f in range(2):
+        fold = open_run(run.path / "crossfit" / f"fold{f}").items()
+        for i, s in zip(fold["id"], fold["split"]):
+            seen_by.setdefault(i, []).append(s)
+    train_ids = items.loc[items["split"] == "train", "id"]
+    # every training image is held out ("test") in exactly one fold model and trained on in the other
+    assert all(sorted(seen_by[i]) == ["test", "train"] for i in train_ids)
