@@ -162,6 +162,18 @@ def test_dgms_column_written_by_training_is_described(tmp_path):
     assert A.analyze(path, maps=(), hierarchy_mode="bic")["subclass"]["mode"] == "bic"
 
 
+def test_a_run_without_ground_truth_or_predictions(tmp_path):
+    path = make_run(tmp_path / "run")
+    run = open_run(path)
+    items = run.items().drop(columns=["gt_label", "gt_subclass", "gt_flipped", "pred"])
+    run.put_table("items.parquet", items)
+    run.save_manifest()
+    out = A.analyze(path, maps=())
+    assert "nmi_within" not in out["subclass"] and "ours" not in out["mislabels"]
+    conf = open_run(path).json("analysis/confusion.json")
+    assert np.array(conf["matrix"]).sum() == len(items)
+
+
 def test_confusion_cells_hold_rows():
     c = A.confusion(np.array([0, 0, 1, 1, 1]), np.array([0, 1, 1, 1, 0]), ["a", "b"])
     assert c["matrix"] == [[1, 1], [1, 2]]
