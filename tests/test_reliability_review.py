@@ -258,3 +258,57 @@ def test_two_processes_write_the_same_run_at_once(tmp_path):
     done = {u: [int(x) for x in out.split()] for u, (out, _) in zip((1, 2), outs)}
     assert all(len(v) == 100 for v in done.values())
     check_store(ReviewStore(run), done)
+
+
+APP_USER = textwrap.dedent(r'''
+    import json, sys
+    root, role, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    sys.path.insert(0, root)
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(root + "/explorer/app.py", default_timeout=120)
+    at.run()
+    at.switch_page("views/mislabels.py")
+    at.run()
+    items = [b.key.split("_", 1)[1] for b in at.button if b.key and b.key.startswith("flag_")][:n]
+    for it in items:   # role A flags, role B keeps: the top of the same queue, at the same time
+        at.button(key=("flag_" if role == "A" else "keep_") + it).click().run()
+        assert not at.exception, [e.message for e in at.exception]
+    at.switch_page("views/subclasses.py")
+    at.run()
+    keys = [t.key for t in at.text_input if t.key.startswith("subname_")][:n]
+    for k in keys:
+        at.text_input(key=k).input(f"{role} names {k}").run()
+        assert not at.exception, [e.message for e in at.exception]
+    print(json.dumps({"items": items, "names": keys}))
+''')
+
+
+def test_two_app_processes_on_the_same_run_at_once(tmp_path):
+    """Two Streamlit app processes (AppTest sessions) act on the same images and sub-classes at once:
+    every click is logged exactly once, and the state is that of the last committed action."""
+    from explorer_fixtures import fake_run
+
+    root = tmp_path / "runs"
+    fake_run(root / "shared", 300, seed=0)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SUBCLASS_EXPLORER_RUNS=str(root),
+               SUBCLASS_EXPLORER_DATA_ROOTS=str(tmp_path))
+    n = 3
+    procs = {r: subprocess.Popen([sys.executable, "-c", APP_USER, str(ROOT), r, str(n)], env=env, cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in "AB"}
+    res = {}
+    for r, p in procs.items():
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        res[r] = json.loads(out.strip().splitlines()[-1])
+    # (each saw the queue as it was at its own moment: the same images unless the other had already decided them)
+    assert len(res["A"]["items"]) == len(res["B"]["items"]) == n
+    store = ReviewStore(root / "shared")
+    log = list(reversed(store.log(limit=1000)))
+    decides = [(e["ids"][0], e["decision"]) for e in log if e["action"] == "decide"]
+    assert sorted(decides) == sorted([(i, "flag") for i in res["A"]["items"]] + [(i, "keep") for i in res["B"]["items"]])
+    last = {i: d for i, d in decides}
+    assert {i: d for i, (d, _) in store.decision_map().items()} == last
+    names = [(e["subclass_id"], e["name"]) for e in log if e["action"] == "name_subclass"]
+    want = [(int(k.split("_")[1]), f"{r} names {k}") for r in "AB" for k in res[r]["names"]]
+    assert sorted(names) == sorted(want)
+    assert store.subclass_names() == {sid: nm for sid, nm in names}
