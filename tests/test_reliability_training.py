@@ -323,3 +323,20 @@ def test_soak_kill_at_20_plus_points_then_resume(tmp_path, tiny_run):
     lines = [f"{k:9} {p!s:40} after kill: {s} -> {h}" for k, p, s, h in report]
     print(f"\n{kills} kills in {len(trials)} trials, full run {full:.1f} s\n" + "\n".join(lines))
     assert kills >= 20
+
+
+@pytest.mark.slow
+def test_determinism_two_cli_runs_are_byte_identical(tmp_path, tiny_run):
+    """Part 6: the same config and seed, run twice as separate processes on the CPU (and once more
+    in-process: tiny_run), give byte-identical embeddings, class means, items and metrics."""
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"again{k}"
+        rc, err = finish(train_proc(out))
+        assert rc == 0, err
+        outs.append(out)
+    for name in ("embeddings.npy", "class_means.npy", "images.npy"):
+        blobs = {(o / name).read_bytes() for o in outs} | {(tiny_run.path / name).read_bytes()}
+        assert len(blobs) == 1, name
+    for o in outs:
+        assert_same_as_reference(o, tiny_run)
