@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 PREFIX = "BENCH "
+_EXC = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,18 +61,20 @@ class ChildResult:
         """One line saying why the child failed, None when it exited cleanly or was cut."""
         if self.timed_out or self.returncode == 0:
             return None
-        last = next((t for t in reversed(self.tail) if t.strip()), "")
+        lines = [t.strip() for t in self.tail if t.strip()]
+        exc = [t for t in lines if _EXC.match(t)]          # the exception line, not torch's advice after it
+        last = exc[-1] if exc else (lines[-1] if lines else "")
         return f"child exited with {self.returncode}: {last[:200]}"
 
 
 def run_child(task: str, args: dict, *, budget_s: float,
-              on_line: Callable[[float, str], None] | None = None) -> ChildResult:
+              on_line: Callable[[float, str], None] | None = None, env: dict | None = None) -> ChildResult:
     """Run ``python -m bench._worker task args`` for at most ``budget_s`` seconds.
 
     ``on_line(t, line)`` sees every other output line with its arrival time (seconds since
-    start), which is how sklearn's verbose progress is followed.
+    start). ``env``: extra environment variables for the child.
     """
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = str(_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     t0 = time.perf_counter()
