@@ -297,6 +297,7 @@ def test_app_names_the_damaged_file_and_goes_on_with_another_run(fake_base, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_app_every_artifact_damaged_in_turn(fake_base, tmp_path, monkeypatch):
     """The full matrix for the app: every artifact of the run x truncate/garble/delete, + newer schema."""
     cases_ = cases(fake_base / "bad")

@@ -168,6 +168,7 @@ def test_16_users_120_actions_each_every_action_present_exactly_once(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_16_users_500_actions_each_every_action_present_exactly_once(tmp_path):
     (tmp_path / "run").mkdir()
     many_users(tmp_path / "run", N_USERS, 500)
@@ -241,6 +242,7 @@ def test_writer_killed_mid_burst_keeps_every_committed_action(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_soak_writer_killed_mid_burst_25_times(tmp_path):
     report = kill_writers_mid_burst(tmp_path, kills=25, seed=66)
     print(f"\n25 kills: {sum(r['acked'] for r in report)} acked actions kept, "

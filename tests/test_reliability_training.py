@@ -280,6 +280,7 @@ TARGETED = [
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(10800)
 def test_soak_kill_at_20_plus_points_then_resume(tmp_path, tiny_run):
     """Every targeted point above, plus random-delay kills (seeded), some of them of a resumed
     process again; each run is then finished and must equal the uninterrupted run."""
@@ -326,6 +327,7 @@ def test_soak_kill_at_20_plus_points_then_resume(tmp_path, tiny_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_determinism_two_cli_runs_are_byte_identical(tmp_path, tiny_run):
     """Part 6: the same config and seed, run twice as separate processes on the CPU (and once more
     in-process: tiny_run), give byte-identical embeddings, class means, items and metrics."""
