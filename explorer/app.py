@@ -40,10 +40,9 @@ def start_demo(root: Path) -> None:
 
 def sidebar_runs(infos: list[data.RunInfo], usable: list[data.RunInfo]) -> None:
     by_path = {r.path: r for r in infos}
-    # a finished job asks (through the job panel) to open its run
-    opened = st.session_state.pop("_open_run", None)
-    if opened and opened in by_path and by_path[opened].usable:
-        State.set_run_path(opened)
+    news = st.session_state.pop("_job_news", None)
+    if news:
+        st.toast(md(news), icon=":material/check_circle:")
     want = State.run_path()
     if want not in by_path:
         qp = st.query_params.get("run")
@@ -73,9 +72,16 @@ def sidebar_runs(infos: list[data.RunInfo], usable: list[data.RunInfo]) -> None:
         st.sidebar.caption(md(" · ".join(b for b in bits if b)))
 
 
+@st.dialog("Train a new model", position="left", width="medium")
+def train_dialog(root: Path) -> None:
+    widgets.train_form(root, key="sb")
+
+
 def sidebar_train_form(root: Path) -> None:
-    with st.sidebar.expander("Train a new model", icon=":material/model_training:"):
-        widgets.train_form(root, key="sb")
+    # A side drawer, not an expander: its widgets are only built when asked for, which keeps every
+    # page (the 35k-point map above all) as light as it can be.
+    if st.sidebar.button("Train a new model", icon=":material/model_training:", key="open_train", width="stretch"):
+        train_dialog(root)
     with st.sidebar:
         widgets.job_panel(compact=True)
 

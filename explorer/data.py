@@ -277,21 +277,29 @@ def similar_index(path: str | Path):
 # ---------------------------------------------------------------------------- map colourings
 def colour_options(path: str | Path) -> dict[str, str]:
     """key -> menu label of every way the map can be coloured for this run."""
-    df = items(path)
+    return _colour_options(str(path), stamp(path))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _colour_options(path: str, stamp_: int) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    r = _run(path, stamp_)
+    cols = pq.read_schema(r.file("items.parquet")).names  # the schema only, not the table
     opts = {"label": "Given label"}
-    if subclass_of_rows(path) is not None:
+    if r.has("analysis/subclasses.parquet"):
         opts["subclass"] = "Sub-class"
-    if "pred" in df:
+    if "pred" in cols:
         opts["pred"] = "kNN prediction"
-    if mislabels(path) is not None:
+    if r.has("analysis/mislabels.parquet"):
         opts["mislabel"] = "Mislabel score (ours)"
         opts["cleanlab"] = "Label quality (cleanlab)"
-    if "p_given" in df:
+    if "p_given" in cols:
         opts["p_given"] = "P(given label | z)"
-    if "split" in df:
+    if "split" in cols:
         opts["split"] = "Split"
     opts["review"] = "Review decision"
-    for c in df.columns:
+    for c in cols:
         if c.startswith("gt_"):
             opts[c] = f"Ground truth: {c[3:]}"
     return opts

@@ -241,8 +241,8 @@ def _job_body(compact: bool) -> None:
     else:
         if was_active:
             st.session_state.pop("_job_seen_active", None)
-            if job.state == "done":
-                st.session_state["_open_run"] = job.run_dir  # the app switches to the new run
+            if job.state == "done":  # the app says so once; the run is in the picker now
+                st.session_state["_job_news"] = f"Finished: {job.title or Path(job.run_dir).name}"
             st.rerun(scope="app")
         if job.state == "done":
             if not compact:

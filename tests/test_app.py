@@ -58,7 +58,7 @@ def test_every_view_opens(runs_root):
         goto(at, view)
     # the sidebar names the run and the training form is there
     assert at.selectbox(key="run_picker").value == str(runs_root / "fixture")
-    assert at.button(key="FormSubmitter:train_form_sb-Start training") is not None
+    assert at.button(key="open_train") is not None
 
 
 def test_map_colourings_and_class_highlight(runs_root):
@@ -154,6 +154,25 @@ def test_similar_from_a_row_and_from_an_upload(runs_root):
     at.file_uploader(key="sim_upload").upload("evil.png", b"<script>alert(1)</script>", "image/png").run()
     assert at.error and "not a readable image" in at.error[0].value
     assert not at.exception
+
+
+def test_find_similar_from_a_gallery(runs_root):
+    at = goto(start(), "mislabels")
+    key = next(b.key for b in at.button if b.key and b.key.startswith("mlsim_"))
+    at.button(key=key).click().run()
+    at.switch_page("views/similar.py").run()  # AppTest keeps its own page; st.switch_page moved the real one
+    ok(at)
+    item = key.split("_", 1)[1]
+    assert any(item in c.value.replace("\\", "") for c in at.caption)  # the query is that image
+    ids = set(at.dataframe[0].value["id"])
+    assert item not in ids and len(ids) == 16
+
+
+def test_sidebar_opens_the_training_form(runs_root):
+    at = start()
+    at.button(key="open_train").click().run()
+    ok(at)
+    assert any(b.key == "FormSubmitter:train_form_sb-Start training" for b in at.button)
 
 
 def test_train_start_and_cancel(runs_root):

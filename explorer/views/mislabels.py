@@ -58,12 +58,13 @@ st.progress(n_done / len(cand) if len(cand) else 1.0,
 queue = cand[~reviewed] if hide else cand
 
 pages = max(1, -(-len(queue) // settings.QUEUE_PAGE))
-if st.session_state.get("ml_page", 1) > pages:
-    st.session_state["ml_page"] = pages
+if not 1 <= int(st.session_state.get("ml_page", 1)) <= pages:
+    st.session_state["ml_page"] = pages if st.session_state.get("ml_page", 1) > pages else 1
+st.session_state.setdefault("ml_page", 1)
 page = 1
 if pages > 1:
     pc, _ = st.columns([1, 4])
-    page = pc.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, value=1, step=1, key="ml_page")
+    page = pc.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="ml_page")
 show = queue[(page - 1) * settings.QUEUE_PAGE: page * settings.QUEUE_PAGE]
 if not len(show):
     st.success("Nothing left to review with these filters.")

@@ -17,6 +17,12 @@ with run_guard():
 
 st.title("Similar images")
 preset = State.similar_row()
+if preset is not None and st.session_state.get("_sim_preset") != preset:
+    # arrived from a gallery's "Find similar": query that image
+    st.session_state["_sim_preset"] = preset
+    st.session_state["sim_row"] = int(preset)
+    st.session_state["sim_src"] = "run"
+st.session_state.setdefault("sim_row", 0)
 src = st.segmented_control("Query", ["run", "upload"], default="run", key="sim_src", required=True,
                            format_func=lambda s: {"run": "An image of this run", "upload": "Upload a picture"}[s])
 k = st.slider("Neighbours", 4, 64, 16, step=4, key="sim_k")
@@ -40,11 +46,10 @@ def check_upload(blob: bytes) -> None:
 result = None
 query_caption = ""
 if src == "run":
-    if preset is not None and st.session_state.get("_sim_preset") != preset:
-        st.session_state["_sim_preset"] = preset
-        st.session_state["sim_row"] = int(preset)
+    if not 0 <= int(st.session_state["sim_row"]) < n:
+        st.session_state["sim_row"] = 0
     row = st.number_input("Row of the image (or pick one from any gallery with “Find similar”)", min_value=0,
-                          max_value=max(0, n - 1), value=int(preset or 0), step=1, key="sim_row")
+                          max_value=max(0, n - 1), step=1, key="sim_row")
     row = int(row)
     q1, q2 = st.columns([1, 5])
     q1.image(th.png(row), width=112, output_format="PNG")
