@@ -9,7 +9,7 @@ from pipeline import maps
 from pipeline.runs import create_run, open_run
 
 
-FAST = {"n_iter": 50, "early_exaggeration_iter": 50}   # t-SNE costs ~16 ms an iteration at any N
+FAST = {"n_iter": 30, "early_exaggeration_iter": 30}   # t-SNE costs ~16 ms an iteration at any N
 
 
 @pytest.fixture()
@@ -37,7 +37,7 @@ def test_shape_dtype_and_seed(z, method):
 
 
 def test_tsne_keeps_clusters_apart(z):
-    y = maps.compute_map(z, method="tsne", seed=0, n_iter=100, early_exaggeration_iter=100)
+    y = maps.compute_map(z, method="tsne", seed=0, **FAST)
     cents = np.stack([y[i * 60:(i + 1) * 60].mean(0) for i in range(3)])
     spread = max(np.linalg.norm(y[i * 60:(i + 1) * 60] - cents[i], axis=1).mean() for i in range(3))
     gaps = [np.linalg.norm(cents[i] - cents[j]) for i in range(3) for j in range(i + 1, 3)]
@@ -78,13 +78,13 @@ def test_stored_map_is_read_back_not_recomputed(run, monkeypatch):
     assert calls == ["tsne"] and path.stat().st_mtime_ns == mtime
     assert np.array_equal(a, b) and b.dtype == np.float32
     # other parameters: a second file, both listed
-    maps.get_or_compute(again, "tsne", n_iter=60, early_exaggeration_iter=50)
+    maps.get_or_compute(again, "tsne", n_iter=40, early_exaggeration_iter=30)
     maps.get_or_compute(again, "pca")
     assert calls == ["tsne", "tsne", "pca"]
     idx = maps.list_maps(open_run(run.path))
     assert sorted(e["method"] for e in idx) == ["pca", "tsne", "tsne"]
     assert all(e["file"].startswith("analysis/maps/") and e["file"].endswith(".npy") for e in idx)
-    assert {e["params"]["n_iter"] for e in idx if e["method"] == "tsne"} == {50, 60}
+    assert {e["params"]["n_iter"] for e in idx if e["method"] == "tsne"} == {30, 40}
     r3 = open_run(run.path)
     for e in idx:                                   # round-trip through the manifest
         assert r3.array(e["file"]).shape == (r3.embeddings().shape[0], 2)
