@@ -455,9 +455,10 @@ def command_line(job: Job) -> str:
 @dataclass
 class Progress:
     fraction: float | None = None   # 0..1 of the training steps, None when unknown
-    step: int | None = None
-    steps: int | None = None
+    step: int | None = None         # step within the epoch (as the trainer reports it)
+    steps: int | None = None        # steps per epoch when ``epochs`` is known, else in all
     epoch: int | None = None
+    epochs: int | None = None
     loss: float | None = None
     images_per_s: float | None = None
     eta_s: float | None = None
@@ -471,11 +472,14 @@ def summarize_progress(events: list[dict], *, now: float | None = None) -> Progr
 
     ETA: the trainer's own ``eta_s`` when given, aged by the time since that event; otherwise
     the remaining steps at the rate seen between the first and last step events.
+    With ``epochs`` in the events, ``step``/``steps`` count within an epoch (the trainer's form);
+    without it, ``steps`` is the total.
     """
     p = Progress()
     now = time.time() if now is None else now
     first_t = first_step = None
     last_t = None
+    done = total = None  # global steps done / in all
     for ev in events:
         if not isinstance(ev, dict):
             continue
@@ -483,14 +487,23 @@ def summarize_progress(events: list[dict], *, now: float | None = None) -> Progr
         p.last_event = kind or p.last_event
         if ev.get("steps"):
             p.steps = int(ev["steps"])
-        if ev.get("step") is not None:
-            p.step = int(ev["step"])
+        if ev.get("epochs"):
+            p.epochs = int(ev["epochs"])
         if ev.get("epoch") is not None:
             p.epoch = int(ev["epoch"])
+        if ev.get("step") is not None:
+            p.step = int(ev["step"])
+        elif kind == "epoch" and p.steps:
+            p.step = p.steps  # an epoch event closes its epoch
+        if p.step is not None and p.steps:
+            if p.epochs and p.epoch:
+                done, total = (p.epoch - 1) * p.steps + p.step, p.epochs * p.steps
+            else:
+                done, total = p.step, p.steps
         if isinstance(ev.get("loss"), (int, float)):
             p.loss = float(ev["loss"])
-            if p.step is not None:
-                p.losses.append((p.step, p.loss))
+            if done is not None and kind == "step":
+                p.losses.append((done, p.loss))
         if ev.get("images_per_s") is not None:
             p.images_per_s = float(ev["images_per_s"])
         if ev.get("message"):
@@ -498,17 +511,17 @@ def summarize_progress(events: list[dict], *, now: float | None = None) -> Progr
         t = ev.get("time")
         if isinstance(t, (int, float)):
             last_t = float(t)
-            if p.step is not None and first_t is None:
-                first_t, first_step = float(t), p.step
+            if done is not None and first_t is None:
+                first_t, first_step = float(t), done
         if ev.get("eta_s") is not None:
             p.eta_s = max(0.0, float(ev["eta_s"]) - (now - last_t if last_t else 0.0))
-    if p.steps and p.step is not None:
-        p.fraction = min(1.0, max(0.0, p.step / p.steps))
+    if total and done is not None:
+        p.fraction = min(1.0, max(0.0, done / total))
     if p.last_event == "done":
         p.fraction, p.eta_s = 1.0, 0.0
-    elif p.eta_s is None and p.fraction is not None and first_t is not None and last_t and p.step and p.step > (first_step or 0):
-        rate = (last_t - first_t) / (p.step - (first_step or 0))
-        p.eta_s = max(0.0, rate * (p.steps - p.step) - (now - last_t))
+    elif p.eta_s is None and p.fraction is not None and first_t is not None and last_t and done and done > (first_step or 0):
+        rate = (last_t - first_t) / (done - (first_step or 0))
+        p.eta_s = max(0.0, rate * (total - done) - (now - last_t))
     return p
 
 

@@ -215,9 +215,12 @@ def _job_body(compact: bool) -> None:
                 st.progress(0.0, text="Training: preparing data…")
             else:
                 eta = jobs.format_eta(prog.eta_s)
-                bits = [f"step {prog.step}/{prog.steps}"]
+                bits = []
                 if prog.epoch is not None:
-                    bits.append(f"epoch {prog.epoch}")
+                    bits.append(f"epoch {prog.epoch}" + (f"/{prog.epochs}" if prog.epochs else ""))
+                bits.append(f"step {prog.step}/{prog.steps}")
+                if prog.images_per_s:
+                    bits.append(f"{prog.images_per_s:.0f} img/s")
                 if prog.loss is not None:
                     bits.append(f"loss {prog.loss:.3f}")
                 st.progress(prog.fraction, text=f"Training {int(100 * prog.fraction)} % · ETA {eta} · " + ", ".join(bits))

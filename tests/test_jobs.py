@@ -147,8 +147,14 @@ def test_summarize_progress_eta():
     ev.append({"event": "epoch", "epoch": 1, "step": 50, "steps": 100, "eta_s": 40.0, "time": 950.0, "loss": 0.2})
     p = jobs.summarize_progress(ev, now=955.0)
     assert p.eta_s == pytest.approx(35.0) and p.epoch == 1 and p.loss == 0.2
-    assert [s for s, _ in p.losses] == [10, 30, 50]
+    assert [s for s, _ in p.losses] == [10, 30]  # step events only
     ev.append({"event": "done", "time": 999.0})
+    # the trainer's form: step and steps within an epoch, plus epoch / epochs
+    tr = [{"event": "step", "epoch": 2, "epochs": 4, "step": 5, "steps": 10, "loss": 0.4, "time": 10.0, "eta_s": 30.0},
+          {"event": "epoch", "epoch": 2, "epochs": 4, "loss": 0.35, "time": 12.0, "eta_s": 20.0}]
+    p = jobs.summarize_progress(tr[:1], now=10.0)
+    assert p.fraction == pytest.approx(15 / 40) and p.epochs == 4 and p.losses == [(15, 0.4)]
+    assert jobs.summarize_progress(tr, now=12.0).fraction == pytest.approx(0.5)
     assert jobs.summarize_progress(ev, now=now).fraction == 1.0
     empty = jobs.summarize_progress([], now=now)
     assert empty.fraction is None and empty.eta_s is None
