@@ -186,6 +186,14 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], *, normalise: b
         z=share if normalise else m, x=list(range(C)), y=list(range(C)), text=text, texttemplate="%{text}",
         colorscale="Blues", zmin=0, zmax=1 if normalise else None,
         colorbar=dict(title=dict(text="share of row" if normalise else "count"), thickness=12),
+        hoverinfo="skip",
+    ))
+    # Heat maps send no click selections; an invisible marker on every cell centre does, so a click
+    # on a cell selects point (i * C + j) of trace 1.
+    gi, gj = np.divmod(np.arange(C * C), C)
+    fig.add_trace(go.Scatter(
+        x=gj, y=gi, mode="markers", showlegend=False, text=[t for row in text for t in row],
+        marker=dict(size=28, symbol="square", color="rgba(0,0,0,0)"),
         hovertemplate="%{text} images<extra></extra>",
     ))
     if highlight is not None:
@@ -207,7 +215,10 @@ def confusion_cell(selection: dict | None, n_classes: int) -> tuple[int, int] | 
         return None
     for p in selection.get("points") or []:
         try:
-            j, i = int(round(float(p["x"]))), int(round(float(p["y"])))
+            if int(p.get("curve_number", 1)) == 1 and p.get("point_index") is not None:
+                i, j = divmod(int(p["point_index"]), n_classes)
+            else:
+                j, i = int(round(float(p["x"]))), int(round(float(p["y"])))
         except (KeyError, TypeError, ValueError):
             continue
         if 0 <= i < n_classes and 0 <= j < n_classes:

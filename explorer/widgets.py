@@ -81,15 +81,15 @@ def run_guard() -> Iterator[None]:
     try:
         yield
     except RunError as exc:
-        st.error(str(exc).splitlines()[0] if str(exc) else "this run cannot be read", icon=":material/error:")
+        st.error(md(str(exc).splitlines()[0] if str(exc) else "this run cannot be read"), icon=":material/error:")
         st.stop()
     except ReviewError as exc:
-        st.error(str(exc).splitlines()[0])
+        st.error(md(str(exc).splitlines()[0]))
         st.stop()
     except Exception as exc:  # a bug: log it in full, show one line
         log.exception("explorer page failed")
         first = (str(exc).splitlines() or [""])[0][:200]
-        st.error(f"Something went wrong ({type(exc).__name__}: {first}). The details are in the server log.")
+        st.error(md(f"Something went wrong ({type(exc).__name__}: {first}). The details are in the server log."))
         st.stop()
 
 
@@ -281,8 +281,8 @@ def class_names(path: str) -> list[str]:
     return data.run(path).classes
 
 
-def counts_line(n: int, total: int, what: str = "images") -> str:
-    return f"{n:,} of {total:,} {what}" if total else f"{n:,} {what}"
+def n_images(n: int) -> str:
+    return f"{n:,} image" if n == 1 else f"{n:,} images"
 
 
 def selection_rows_array(rows) -> np.ndarray:

@@ -138,6 +138,16 @@ def test_flag_survives_a_reload(tmp_path, pipeline_run_dir):
         assert page.locator('[data-testid="stImage"] img').count() >= 64
         assert gallery_s < 1.0, gallery_s  # issue 4: a 64-image gallery appears in under a second
 
+        # the confusion matrix: a click on a cell shows its images
+        page.goto(url + "/confusion")
+        page.wait_for_function(PLOT_DRAWN.replace("&& gd.querySelector('canvas')", ""), timeout=60_000)
+        settle(page)
+        grid = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+        page.mouse.click(grid["x"] + grid["width"] * 5.5 / 8, grid["y"] + grid["height"] * 2.5 / 8)
+        page.get_by_text("Given surprise, predicted disgust").wait_for(timeout=30_000)
+        settle(page)
+        page.screenshot(path=str(ART / "browser-confusion.png"), full_page=True)
+
         # the mislabel queue: flag the first candidate
         page.goto(url + "/mislabels")
         page.get_by_text("Mislabel candidates").wait_for(timeout=60_000)

@@ -89,6 +89,8 @@ def test_confusion_cell_and_figure():
     assert np.allclose(np.asarray(fig.data[0].z)[1], [2 / 9, 7 / 9])
     assert len(fig.layout.shapes) == 1
     assert figures.confusion_cell({"points": [{"x": 1, "y": 0, "z": 0.1}]}, 2) == (0, 1)
+    assert figures.confusion_cell({"points": [{"curve_number": 1, "point_index": 2, "x": 0, "y": 1}]}, 2) == (1, 0)
+    assert fig.data[1].type == "scatter" and len(fig.data[1].x) == 4
     assert figures.confusion_cell({"points": [{"x": 5, "y": 0}]}, 2) is None
     assert figures.confusion_cell(None, 2) is None
 

@@ -34,7 +34,7 @@ c1, c2 = st.columns(2)
 i = c1.selectbox("Given label", range(C), key="cm_given", format_func=lambda k: classes[k])
 j = c2.selectbox("Predicted", range(C), key="cm_pred", format_func=lambda k: classes[k])
 rows = [int(r) for r in cells.get(f"{i},{j}", [])]
-st.subheader(md(f"Given {classes[i]}, predicted {classes[j]}: {len(rows):,} images"))
+st.subheader(md(f"Given {classes[i]}, predicted {classes[j]}: {widgets.n_images(len(rows))}"))
 if rows:
     widgets.gallery(path, rows, captions=[f"#{k + 1}" for k in range(min(len(rows), 64))])
     b1, b2 = st.columns([1, 3], vertical_alignment="bottom")

@@ -76,7 +76,7 @@ if not rows.size:
     st.stop()
 
 head, clear = st.columns([5, 1], vertical_alignment="bottom")
-head.subheader(md(f"{title}: {len(rows):,} images"))
+head.subheader(md(f"{title}: {widgets.n_images(len(rows))}"))
 if clear.button("Clear", key="map_clear", icon=":material/close:"):
     st.session_state.pop("map_sel", None)
     State.clear_focus()
