@@ -37,7 +37,7 @@ STATE_DIR = ".explorer"
 ACTIVE = ("running", "cancelling")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ("sgm", "triplet", "softmax")
-BACKBONES = ("light", "resnet18")
+BACKBONES = ("auto", "light", "resnet18")  # auto: the pipeline picks (resnet18 on a GPU, light on a CPU)
 
 
 class JobError(RuntimeError):
@@ -300,7 +300,7 @@ class TrainRequest:
     """What the training form asks for; turned into ``pipeline train`` flags."""
     spec: str = "synthetic"
     loss: str = "sgm"
-    backbone: str = "light"
+    backbone: str = "light"         # "auto" lets the pipeline choose
     epochs: int = 0                 # 0: the pipeline's default
     levels: int = 1
     seed: int = 0
@@ -322,8 +322,9 @@ class TrainRequest:
     def train_argv(self, out: Path) -> list[str]:
         self.validate()
         argv = ["train", "--data", self.spec, "--out", str(out), "--loss", self.loss,
-                "--backbone", self.backbone, "--levels", str(int(self.levels)), "--seed", str(int(self.seed)),
-                "--no-progress-bar"]
+                "--levels", str(int(self.levels)), "--seed", str(int(self.seed)), "--no-progress-bar"]
+        if self.backbone != "auto":
+            argv += ["--backbone", self.backbone]
         if self.epochs:
             argv += ["--epochs", str(int(self.epochs))]
         for r in self.data_roots:

@@ -339,7 +339,9 @@ def train_form(root: Path, *, key: str) -> None:
                                    + (", ".join(str(r) for r in roots) or f"none set ({settings.DATA_ROOTS_ENV})"))
         loss = st.segmented_control("Loss", list(jobs.LOSSES), default="sgm", key=f"{key}_loss",
                                     format_func=lambda s: {"sgm": "SGM", "triplet": "Triplet", "softmax": "Softmax"}[s])
-        backbone = st.selectbox("Backbone", list(jobs.BACKBONES), key=f"{key}_backbone")
+        backbone = st.selectbox("Backbone", list(jobs.BACKBONES), key=f"{key}_backbone",
+                                format_func=lambda b: {"auto": "auto (ResNet-18 on a GPU, light on a CPU)",
+                                                       "light": "light (4 conv blocks)", "resnet18": "ResNet-18"}[b])
         c1, c2 = st.columns(2)
         epochs = c1.number_input("Epochs", min_value=1, max_value=500, value=12, step=1, key=f"{key}_epochs")
         levels = c2.number_input("Levels", min_value=1, max_value=8, value=1, step=1, key=f"{key}_levels",

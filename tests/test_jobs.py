@@ -125,6 +125,7 @@ def test_train_request_argv_and_run_dir_names(tmp_path):
     assert "--data ferplus:/data/fer" in s and "--loss triplet" in s and "--epochs 3" in s
     assert "--levels 2" in s and "--data-root /data" in s and "--no-progress-bar" in s
     assert "--epochs" not in " ".join(TrainRequest().train_argv(tmp_path / "o"))
+    assert "--backbone" not in TrainRequest(backbone="auto").train_argv(tmp_path / "o")
     d = jobs.new_run_dir(tmp_path, req)
     assert d.parent == tmp_path and "ferplus" in d.name and "fer" in d.name and d.name.endswith("triplet-resnet18")
     for bad in (TrainRequest(loss="mse"), TrainRequest(backbone="vgg"), TrainRequest(levels=0),
