@@ -194,7 +194,7 @@ def interleave(contenders: dict[str, Callable[[], int]], *, device: str, rounds:
 # ----------------------------------------------------------------------------- (a)
 def train_step(s: StepSetup, *, rounds: int, round_s: float, max_s: float | None = None) -> dict:
     res = interleave({"ours": our_step(s), "bare": bare_step(s)}, device=s.device, rounds=rounds, round_s=round_s,
-                     max_s=max_s)
+                     min_steps=1, warmup=1, max_s=max_s)
     return {"setup": asdict(s), **res}
 
 

@@ -68,12 +68,13 @@ def preset(mode: str, *, quick: bool = False) -> Preset:
         return Preset(
             mode="cpu", quick=False,
             steps=StepSetup(backbone="light", image_size=48, classes=8, per_class=32, n_images=4096, device="cpu"),
-            per_class=(32,), step_rounds=3, step_round_s=2.5, step_max_s=25.0,
-            embed_n=1024, embed_rounds=3, embed_round_s=1.0, embed_max_s=20.0,
-            compile_per_class=(32,), compile_rounds=2, compile_round_s=2.0, compile_budget=50.0,
-            map_sizes=(10_000, 35_000), opentsne_budget=(45.0, 90.0), sklearn_budget=(60.0, 30.0),
-            umap_budget=100.0,
-            analyze_jobs=((35_000, ("pca",), 45.0), (450_000, ("pca",), 50.0)),
+            # one step of each in turn, many times: neighbours in time see the same load
+            per_class=(32,), step_rounds=30, step_round_s=0.0, step_max_s=45.0,
+            embed_n=1024, embed_rounds=20, embed_round_s=0.0, embed_max_s=25.0,
+            compile_per_class=(32,), compile_rounds=2, compile_round_s=2.0, compile_budget=45.0,
+            map_sizes=(10_000, 35_000), opentsne_budget=(45.0, 85.0), sklearn_budget=(55.0, 25.0),
+            umap_budget=95.0,
+            analyze_jobs=((35_000, ("pca",), 45.0), (450_000, ("pca",), 45.0)),
             total_s=570.0)
     if mode == "cpu":
         return Preset(
