@@ -227,27 +227,39 @@ def confusion_cell(selection: dict | None, n_classes: int) -> tuple[int, int] | 
 
 
 def training_curve(events: list[dict]) -> go.Figure | None:
-    """Loss per step (and per-epoch mean) from ``progress.jsonl`` events; None when there is none."""
+    """Loss per step and per epoch from ``progress.jsonl`` events; None when there is none.
+
+    The trainer reports ``step``/``steps`` within an epoch and a global ``epoch`` (over all levels
+    of Algorithm 2), so the x axis is ``(epoch - 1) * steps + step``. Events without ``epoch``
+    count steps in all (a restart of the count starts a new level).
+    """
     steps, losses, ep_x, ep_y = [], [], [], []
-    offset = 0
-    last_level = None
-    last_step = 0
+    offset = last = 0
+    per_epoch = None
     for ev in events:
         if not isinstance(ev, dict):
             continue
-        lvl = ev.get("level")
-        if lvl != last_level and last_level is not None and ev.get("step") is not None:
-            offset += last_step  # Algorithm 2 restarts step counts at each level
-        last_level = lvl if lvl is not None else last_level
+        if ev.get("steps"):
+            per_epoch = int(ev["steps"])
         loss = ev.get("loss")
         if not isinstance(loss, (int, float)):
             continue
-        if ev.get("event") == "step" and ev.get("step") is not None:
-            last_step = int(ev["step"])
-            steps.append(offset + last_step)
+        kind = ev.get("event")
+        epoch = ev.get("epoch")
+        if kind == "step" and ev.get("step") is not None:
+            s = int(ev["step"])
+            if epoch is not None and per_epoch:
+                x = (int(epoch) - 1) * per_epoch + s
+            else:
+                if s < last:
+                    offset += last
+                x = offset + s
+            last = s
+            steps.append(x)
             losses.append(float(loss))
-        elif ev.get("event") == "epoch":
-            ep_x.append(offset + last_step)
+        elif kind == "epoch":
+            x = int(epoch) * per_epoch if epoch is not None and per_epoch else (steps[-1] if steps else len(ep_x) + 1)
+            ep_x.append(x)
             ep_y.append(float(loss))
     if not steps and not ep_x:
         return None

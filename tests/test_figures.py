@@ -100,7 +100,11 @@ def test_training_curve_and_tables():
           {"event": "step", "step": 2, "loss": 0.5, "level": 1}, {"event": "epoch", "loss": 0.7, "level": 1},
           {"event": "step", "step": 1, "loss": 0.4, "level": 2}, {"event": "done"}]
     fig = figures.training_curve(ev)
-    assert list(fig.data[0].x) == [1, 2, 3]  # the second level continues the step axis
+    assert list(fig.data[0].x) == [1, 2, 3]  # a restarted count continues the step axis
+    tr = [{"event": "step", "epoch": e, "epochs": 2, "step": s, "steps": 3, "loss": 1.0 / (3 * e + s)}
+          for e in (1, 2) for s in (1, 2, 3)] + [{"event": "epoch", "epoch": 2, "epochs": 2, "loss": 0.1}]
+    fig = figures.training_curve(tr)
+    assert list(fig.data[0].x) == [1, 2, 3, 4, 5, 6] and list(fig.data[1].x) == [6]
     assert figures.training_curve([{"event": "start"}]) is None
     t = figures.metrics_table({"test": {"knn_accuracy": 0.5, "n": 10, "recall_at": {"1": 0.25}},
                                "train": {"knn_accuracy": 0.75}, "cross_domain": {}})
