@@ -295,7 +295,7 @@ def _sources(roots: tuple[str, ...]) -> list[str]:
     return jobs.discover_sources([Path(r) for r in roots])
 
 
-SYNTHETIC_CHOICES = {"synthetic": "synthetic: 4,000 generated faces (~2 min on a CPU)",
+SYNTHETIC_CHOICES = {"synthetic": "synthetic: 4,000 generated faces (a few minutes on a CPU)",
                      "synthetic:600": "synthetic: 600 faces (a quick test)"}
 
 

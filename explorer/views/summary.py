@@ -16,9 +16,9 @@ with run_guard():
 
 st.title("Album summary")
 st.caption(md(f"{len(rows)} images · {summ.get('method', '')}"))
-extra = []
-for r in rows:
-    sid = int(sub_rows[r]) if sub_rows is not None else None
-    extra.append(data.subclass_label(info.get(sid, {"id": sid}), names.get(sid)) if sid is not None else "")
-widgets.gallery(path, rows, captions=widgets.label_captions(path, rows, extra=extra), width=104)
+captions = widgets.label_captions(path, rows)  # the given label, or the sub-class it stands for
+if sub_rows is not None:
+    captions = [data.subclass_label(info.get(int(sub_rows[r]), {"id": int(sub_rows[r])}), names.get(int(sub_rows[r])))
+                for r in rows]
+widgets.gallery(path, rows, captions=captions, width=104)
 widgets.similar_button(path, rows, key="sum_sim")
