@@ -234,8 +234,10 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     cm = np.asarray(run.array("class_means.npy"), dtype=np.float64) if run.has("class_means.npy") else None
     if cm is not None and cm.shape != (len(classes), z.shape[1]):
         cm = None
+    ev = mis.oos_evidence(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma,
+                          n_classes=len(classes), seed=seed)
     table = mis.scores(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma, seed=seed,
-                       classes=classes)
+                       classes=classes, evidence=ev)
     run.put_table("analysis/mislabels.parquet", table)
     run.save_manifest()
     timings["mislabels"] = time.perf_counter() - t0
@@ -245,7 +247,6 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     if "pred" in items.columns:
         pred = items["pred"].to_numpy(np.int64)
     else:
-        ev = mis.oos_evidence(z, labels, train_mask=train, k=knn_k, sigma=sigma, n_classes=len(classes))
         pred = ev.votes.argmax(1)
     run.put_json("analysis/confusion.json", confusion(labels, pred, classes))
 
@@ -273,8 +274,6 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
         mis_metrics.update(truth=truth_col, **mislabel_scores(table, truth, true_label=gt_label))
         mis_metrics["train"] = mislabel_scores(table, truth, true_label=gt_label, rows=np.flatnonzero(train))
         # cleanlab on the other out-of-sample probabilities too, so the stored choice stays justified
-        ev = mis.oos_evidence(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma,
-                              n_classes=len(classes))
         alt_quality, alt_issue = mis.cleanlab_scores(labels, ev.post)
         alt = pd.DataFrame({"score": table["score"], "cleanlab_score": alt_quality, "cleanlab_issue": alt_issue,
                             "suggested": table["suggested"]})

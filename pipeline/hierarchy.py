@@ -28,6 +28,9 @@ __all__ = ["Hierarchy", "split_classes", "fit_fast", "describe", "relabel_compac
 # more parameters than the class has images, so BIC would always pick k = 1.
 DEFAULT_COVARIANCE = "diag"
 _REG_COVAR = 1e-4
+# Images per class the fast mode fits on; larger classes are sampled (BIC needs no more to
+# tell 1 from 5 components, and EM cost grows with every image).
+MAX_FIT = 5000
 
 
 @dataclass
@@ -90,8 +93,9 @@ def relabel_compact(sub: np.ndarray, labels: np.ndarray) -> np.ndarray:
         rows = np.flatnonzero(labels == c)
         vals, counts = np.unique(sub[rows], return_counts=True)
         order = np.lexsort((vals, -counts))       # largest first, ties by old id: deterministic
-        remap = {int(vals[o]): offset + i for i, o in enumerate(order)}
-        out[rows] = [remap[int(v)] for v in sub[rows]]
+        new_id = np.empty(len(vals), dtype=np.int64)
+        new_id[order] = offset + np.arange(len(vals))
+        out[rows] = new_id[np.searchsorted(vals, sub[rows])]
         offset += len(vals)
     return out
 
@@ -116,6 +120,8 @@ def split_classes(z: np.ndarray, labels: np.ndarray, *, n_components: int | Sequ
         ks = [int(k) for k in n_components]
         if len(ks) != len(groups):
             raise ValueError(f"n_components has {len(ks)} entries for {len(groups)} classes")
+    from threadpoolctl import threadpool_limits
+
     fit_mask = np.ones(labels.shape[0], bool) if fit_mask is None else np.asarray(fit_mask, bool)
     sub = np.zeros(labels.shape[0], dtype=np.int64)
     offset = 0
@@ -127,48 +133,61 @@ def split_classes(z: np.ndarray, labels: np.ndarray, *, n_components: int | Sequ
             k = 1
             sub[rows] = offset
         else:
-            gm = _gmm(k, seed, covariance_type).fit(z[fit])
-            sub[rows] = offset + gm.predict(z[rows])
+            with threadpool_limits(1):
+                gm = _gmm(k, seed, covariance_type).fit(z[fit])
+                sub[rows] = offset + gm.predict(z[rows])
         offset += k
     return relabel_compact(sub, labels)
 
 
 def fit_fast(z: np.ndarray, labels: np.ndarray, *, max_components: int = 5,
              min_per_subclass: int = 64, seed: int = 0, topk: int = 16,
-             covariance_type: str = DEFAULT_COVARIANCE) -> Hierarchy:
+             covariance_type: str = DEFAULT_COVARIANCE, max_fit: int = MAX_FIT) -> Hierarchy:
     """The explorer's fast mode: one mixture per class, k by minimum BIC.
 
     z: (N, D) float32; labels: (N,) int class ids. For each class, k runs over
     1 .. min(max_components, |Z_j| // Mc); a fit whose smallest hard cluster holds fewer than
-    Mc / 2 images is skipped (it would not be a sub-class anyone can browse). Returns the
+    Mc / 2 images is skipped (it would not be a sub-class anyone can browse). A class larger
+    than ``max_fit`` is fit (and its BIC taken) on a seeded sample of ``max_fit`` images, and
+    every image is then assigned to its most likely component. Returns the
     :class:`Hierarchy` with ``mode="bic"`` and the BIC curve of every class.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):        # small BLAS calls: extra threads only contend (16x slower on a busy box)
+        return _fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
+                         seed=seed, topk=topk, covariance_type=covariance_type, max_fit=max_fit)
+
+
+def _fit_fast(z, labels, *, max_components, min_per_subclass, seed, topk, covariance_type, max_fit):
     z64 = np.asarray(z, dtype=np.float64)
     labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
     sub = np.zeros(labels.shape[0], dtype=np.int64)
     curves: dict[int, list[tuple[int, float]]] = {}
     offset = 0
     for c in np.unique(labels):
         rows = np.flatnonzero(labels == c)
-        zc = z64[rows]
+        fit = np.sort(rng.choice(rows, size=max_fit, replace=False)) if len(rows) > max_fit else rows
+        zf = z64[fit]
+        scale = len(rows) / len(fit)
         kmax = _cap(len(rows), max_components, min_per_subclass)
-        best = (np.inf, 1, np.zeros(len(rows), dtype=np.int64))
+        best_bic, best_k, best_gm = np.inf, 1, None
         curve = []
         for k in range(1, kmax + 1):
-            if len(rows) < 2:
+            if len(fit) < 2:
                 curve.append((1, 0.0))
                 break
-            gm = _gmm(k, seed, covariance_type).fit(zc)
-            bic = float(gm.bic(zc))
+            gm = _gmm(k, seed, covariance_type).fit(zf)
+            bic = float(gm.bic(zf))
             curve.append((k, bic))
-            assign = gm.predict(zc) if k > 1 else np.zeros(len(rows), dtype=np.int64)
-            if k > 1 and np.bincount(assign, minlength=k).min() < min_per_subclass / 2:
+            if k > 1 and np.bincount(gm.predict(zf), minlength=k).min() * scale < min_per_subclass / 2:
                 continue
-            if bic < best[0]:
-                best = (bic, k, assign)
+            if bic < best_bic:
+                best_bic, best_k, best_gm = bic, k, gm
         curves[int(c)] = curve
-        sub[rows] = offset + best[2]
-        offset += best[1]
+        sub[rows] = offset + (best_gm.predict(z64[rows]) if best_k > 1 else 0)
+        offset += best_k
     sub = relabel_compact(sub, labels)
     return describe(z, sub, labels, topk=topk, mode="bic", bic=curves)
 

@@ -126,3 +126,24 @@ def test_deterministic():
     z, given, _, _, train = noisy_blobs()
     pd.testing.assert_frame_equal(M.scores(z, given, train_mask=train, seed=0),
                                   M.scores(z, given, train_mask=train, seed=0))
+
+
+def test_approximate_search_for_large_runs():
+    """The inverted-file search used above EXACT_MAX_PAIRS: seeded, never the row itself, close
+    to the exact neighbours, and still blind to the image's own label."""
+    z, given, _, _, train = noisy_blobs(seed=2, n=3000, D=16)
+    exact = M.oos_evidence(z, given, train_mask=train)
+    a = M.oos_evidence(z, given, train_mask=train, exact_max_pairs=0, seed=0)
+    b = M.oos_evidence(z, given, train_mask=train, exact_max_pairs=0, seed=0)
+    assert np.array_equal(a.neighbours, b.neighbours)
+    assert not (a.neighbours == np.arange(len(z))[:, None]).any()
+    assert np.isin(a.neighbours, np.flatnonzero(train)).all()
+    recall = np.mean([len(np.intersect1d(a.neighbours[i], exact.neighbours[i])) / a.k for i in range(len(z))])
+    assert recall > 0.8
+    assert (np.abs(a.votes - exact.votes).sum(1) <= 2).mean() > 0.95
+    assert np.all(np.diff(a.distances, axis=1) >= 0)
+    i = int(np.flatnonzero(train)[0])
+    flipped = given.copy()
+    flipped[i] = (given[i] + 1) % 4
+    c = M.oos_evidence(z, flipped, train_mask=train, exact_max_pairs=0, seed=0)
+    assert np.array_equal(a.neighbours[i], c.neighbours[i]) and np.array_equal(a.votes[i], c.votes[i])
