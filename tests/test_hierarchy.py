@@ -135,3 +135,14 @@ def test_storage_forms():
     assert set(js["subclasses"][0]) == {"id", "class", "class_name", "index_in_class", "size", "share",
                                         "medoid", "topk", "variance"}
     assert set(js["bic"]) == {"c0", "c1", "c2", "c3"}
+
+
+def test_large_classes_are_fit_on_a_seeded_sample():
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    z, lab, hid = blobs()
+    a = H.fit_fast(z, lab, min_per_subclass=32, seed=0, max_fit=60)
+    b = H.fit_fast(z, lab, min_per_subclass=32, seed=0, max_fit=60)
+    assert np.array_equal(a.labels, b.labels)
+    assert a.size.sum() == len(z)                      # every image assigned, not just the sample
+    assert nmi(hid, a.labels) > 0.9
