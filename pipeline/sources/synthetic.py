@@ -18,16 +18,19 @@ from .base import FERPLUS_CLASSES, DataError, Dataset, make_table
 
 S = 48
 
-# Hidden sub-classes per class, in the order of FERPLUS_CLASSES, with their relative frequency.
-SUBCLASSES: dict[str, list[tuple[str, float]]] = {
-    "neutral": [("plain", 0.5), ("looking aside", 0.3), ("eyes half closed", 0.2)],
-    "happiness": [("closed smile", 0.4), ("open smile with teeth", 0.35), ("laughing, eyes shut", 0.25)],
-    "surprise": [("eyes only", 0.35), ("eyes and open mouth", 0.4), ("hands on face", 0.25)],
-    "sadness": [("downturned mouth", 0.5), ("crying", 0.3), ("head down", 0.2)],
-    "anger": [("pressed lips", 0.55), ("shouting", 0.45)],
-    "disgust": [("wrinkled nose", 0.5), ("tongue out", 0.25), ("raised lip", 0.25)],
-    "fear": [("stretched mouth", 0.5), ("hands up", 0.5)],
-    "contempt": [("smirk left", 0.5), ("smirk right", 0.5)],
+# Hidden sub-classes per class, in the order of FERPLUS_CLASSES: (name, relative frequency, the class
+# the crowd leans to when it hesitates). The lean is what FER+ shows for real sub-classes ("happiness
+# near surprise", "happiness near contempt"): each variant of an expression has its own confusion.
+SUBCLASSES: dict[str, list[tuple[str, float, str | None]]] = {
+    "neutral": [("plain", 0.5, None), ("looking aside", 0.3, "contempt"), ("eyes half closed", 0.2, "sadness")],
+    "happiness": [("closed smile", 0.4, "contempt"), ("open smile with teeth", 0.35, None),
+                  ("laughing, eyes shut", 0.25, "surprise")],
+    "surprise": [("eyes only", 0.35, "neutral"), ("eyes and open mouth", 0.4, None), ("hands on face", 0.25, "fear")],
+    "sadness": [("downturned mouth", 0.5, None), ("crying", 0.3, "fear"), ("head down", 0.2, "neutral")],
+    "anger": [("pressed lips", 0.55, "disgust"), ("shouting", 0.45, None)],
+    "disgust": [("wrinkled nose", 0.5, None), ("tongue out", 0.25, "contempt"), ("raised lip", 0.25, "anger")],
+    "fear": [("stretched mouth", 0.5, "surprise"), ("hands up", 0.5, None)],
+    "contempt": [("smirk", 0.6, "happiness"), ("eye roll", 0.4, "neutral")],
 }
 
 # Where a flipped label goes: the classes people confuse (FER+'s largest confusion flows).
@@ -154,8 +157,11 @@ def _draw_face(rng: np.random.Generator, cls: str, sub: str, attrs: dict, size: 
     look = 0.0
     if cls == "neutral" and sub == "eyes half closed":
         openness = 0.35
+    look_y = 0.0
     if cls == "neutral" and sub == "looking aside":
         look = rng.choice([-1.3, 1.3])
+    if cls == "contempt" and sub == "eye roll":
+        look_y = -1.2 * eye_r * 0.4
     if cls in ("surprise", "fear"):
         openness = 1.55
     if cls == "happiness" and sub == "laughing, eyes shut":
@@ -170,7 +176,7 @@ def _draw_face(rng: np.random.Generator, cls: str, sub: str, attrs: dict, size: 
             cv.curve(ex, eye_y + 0.5, eye_r, 1.5, 1.0, dark)        # shut, smiling eyes: an arc
         else:
             cv.ellipse(ex, eye_y, eye_r * 1.1, eye_r * 0.75 * openness, 0.95)
-            cv.ellipse(ex + look, eye_y, eye_r * 0.5, min(eye_r * 0.5, eye_r * 0.75 * openness), dark)
+            cv.ellipse(ex + look, eye_y + look_y, eye_r * 0.5, min(eye_r * 0.5, eye_r * 0.75 * openness), dark)
 
     # ---- brows
     brow_y = eye_y - 4.5 - (2.2 if cls in ("surprise", "fear") else 0.0)
@@ -236,7 +242,7 @@ def _draw_face(rng: np.random.Generator, cls: str, sub: str, attrs: dict, size: 
                 for f in range(4):
                     cv.line(24 + side * (14.5 + f * 1.6), 37, 24 + side * (14.5 + f * 1.7), 31.5, 1.0, skin * 1.0)
     elif cls == "contempt":
-        k = -1 if sub == "smirk left" else 1
+        k = 1 if sub == "smirk" else -1
         cv.line(24 - k * mw * 0.8, mouth_y, 24 + k * 0.5, mouth_y, 1.1, lip)
         cv.curve(24 + k * mw * 0.55, mouth_y - 0.3, mw * 0.55, -0.2, 1.1, lip, skew=-k * 1.5)
 
@@ -268,11 +274,11 @@ def generate(n: int = 4000, *, seed: int = 0, flip_rate: float = 0.08, size: int
     sub_offsets, sub_names = [], []
     for c in classes:
         sub_offsets.append(len(sub_names))
-        sub_names.extend(f"{c}: {s}" for s, _ in SUBCLASSES[c])
+        sub_names.extend(f"{c}: {s}" for s, _, _ in SUBCLASSES[c])
     sub_local = np.empty(n, np.int64)
     for j, c in enumerate(classes):
         idx = np.flatnonzero(true == j)
-        p = np.array([w for _, w in SUBCLASSES[c]])
+        p = np.array([w for _, w, _ in SUBCLASSES[c]])
         sub_local[idx] = rng.choice(len(p), size=len(idx), p=p / p.sum())
     gsub = np.array([sub_offsets[t] + s for t, s in zip(true, sub_local)])
 
@@ -300,23 +306,24 @@ def generate(n: int = 4000, *, seed: int = 0, flip_rate: float = 0.08, size: int
         opts = CONFUSABLE[classes[true[i]]]
         given[i] = classes.index(opts[rng.integers(len(opts))])
 
-    # 10 votes centred on the given label, with some ambiguity towards a confusable class
+    # 10 votes centred on the given label (the annotators made the flip, so the votes do not leak it).
+    # Hesitant votes go to the class the image's hidden sub-class leans to, else to a confusable class.
     votes = np.zeros((n, C), np.float32)
     for i in range(n):
-        amb = rng.beta(1.2, 6.0)
-        k_other = rng.binomial(10, amb)
-        votes[i, given[i]] += 10 - k_other
-        if k_other:
+        lean = SUBCLASSES[classes[true[i]]][sub_local[i]][2]
+        if flipped[i] or lean is None:
+            k_other = min(2, rng.binomial(10, rng.beta(1.0, 12.0)))
             alt = [classes.index(x) for x in CONFUSABLE[classes[given[i]]]]
-            for v in rng.choice(alt, size=k_other):
-                votes[i, v] += 1
+            targets_other = rng.choice(alt, size=k_other)
+        else:
+            k_other = int(rng.integers(2, 5))
+            targets_other = np.full(k_other, classes.index(lean))
+        votes[i, given[i]] += 10 - k_other
+        for v in targets_other:
+            votes[i, v] += 1
     # keep the strict majority on the given label (FER+ would drop the image otherwise)
     top_other = np.max(np.where(np.eye(C, dtype=bool)[given], -1, votes), axis=1)
-    fix = votes[np.arange(n), given] <= top_other
-    for i in np.flatnonzero(fix):
-        votes[i] = 0
-        votes[i, given[i]] = 7
-        votes[i, classes.index(CONFUSABLE[classes[given[i]]][0])] = 3
+    assert (votes[np.arange(n), given] > top_other).all(), "votes lost their majority"
 
     u = rng.random(n)
     split = np.where(u < 0.8, "train", np.where(u < 0.9, "val", "test"))
