@@ -169,6 +169,13 @@ def read_hierarchy(run: Run) -> tuple[str, np.ndarray, list[np.ndarray]] | None:
     return mode, t["subclass"].to_numpy(np.int64), [t[c].to_numpy(np.int64) for c in lev_cols]
 
 
+def _as_bool(col: pd.Series) -> np.ndarray:
+    """A ground-truth flag column as bool; text from a CSV ("True", "yes", "1") read as people mean it."""
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        return col.fillna(0).to_numpy().astype(bool)
+    return col.astype(str).str.strip().str.lower().isin(["true", "1", "yes", "y", "t"]).to_numpy()
+
+
 def _stored_dgms(run: Run, items: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]] | None:
     """Algorithm 2 sub-labels written by training (items columns) or by an earlier analyze."""
     if "dgms_subclass" in items.columns:
@@ -269,8 +276,9 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
                          "k": knn_k, "sigma": sigma, "cleanlab_probs": "knn"}
     truth_col = next((c for c in MISLABEL_TRUTH if c in items.columns), None)
     if truth_col is not None:
-        truth = items[truth_col].to_numpy(dtype=bool)
-        gt_label = items["gt_label"].to_numpy(np.int64) if "gt_label" in items.columns else None
+        truth = _as_bool(items[truth_col])
+        gt_label = items["gt_label"].to_numpy(np.int64) if (
+            "gt_label" in items.columns and pd.api.types.is_integer_dtype(items["gt_label"])) else None
         mis_metrics.update(truth=truth_col, **mislabel_scores(table, truth, true_label=gt_label))
         mis_metrics["train"] = mislabel_scores(table, truth, true_label=gt_label, rows=np.flatnonzero(train))
         # cleanlab on the other out-of-sample probabilities too, so the stored choice stays justified

@@ -174,6 +174,12 @@ def test_a_run_without_ground_truth_or_predictions(tmp_path):
     assert np.array(conf["matrix"]).sum() == len(items)
 
 
+def test_truth_flags_read_from_text():
+    col = pd.Series(["True", "false", "1", "0", "yes", "", None], dtype=object)
+    assert list(A._as_bool(col)) == [True, False, True, False, True, False, False]
+    assert list(A._as_bool(pd.Series([1, 0, 1]))) == [True, False, True]
+
+
 def test_confusion_cells_hold_rows():
     c = A.confusion(np.array([0, 0, 1, 1, 1]), np.array([0, 1, 1, 1, 0]), ["a", "b"])
     assert c["matrix"] == [[1, 1], [1, 2]]
