@@ -70,11 +70,11 @@ def preset(mode: str, *, quick: bool = False) -> Preset:
             steps=StepSetup(backbone="light", image_size=48, classes=8, per_class=32, n_images=4096, device="cpu"),
             # one step of each in turn, many times: neighbours in time see the same load
             per_class=(32,), step_rounds=30, step_round_s=0.0, step_max_s=45.0,
-            embed_n=1024, embed_rounds=20, embed_round_s=0.0, embed_max_s=25.0,
+            embed_n=512, embed_rounds=20, embed_round_s=0.0, embed_max_s=25.0,
             compile_per_class=(32,), compile_rounds=2, compile_round_s=2.0, compile_budget=40.0,
-            map_sizes=(10_000, 35_000), opentsne_budget=(45.0, 85.0), sklearn_budget=(55.0, 20.0),
-            umap_budget=95.0,
-            analyze_jobs=((35_000, ("pca",), 45.0), (450_000, ("pca",), 60.0)),
+            map_sizes=(10_000, 35_000), opentsne_budget=(45.0, 65.0), sklearn_budget=(55.0, 20.0),
+            umap_budget=90.0,
+            analyze_jobs=((35_000, ("pca",), 40.0), (450_000, ("pca",), 90.0)),
             total_s=570.0)
     if mode == "cpu":
         return Preset(
