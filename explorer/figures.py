@@ -112,61 +112,92 @@ def _stepped(n: int) -> list:
     return scale
 
 
-def map_figure(xy: np.ndarray, colouring: Colouring, *, highlight: np.ndarray | None = None,
-               point_size: float = 4.0, height: int = 620, title: str = "") -> go.Figure:
-    """xy: (N, 2) float coordinates; one Scattergl trace, point i = row i.
+@dataclass
+class MapFigure:
+    """The map figure and, for every trace, the run rows its points are (point i of trace k is
+    row ``trace_rows[k][i]``), so a selection maps back to rows without per-point ``customdata``."""
+    fig: go.Figure
+    trace_rows: list[np.ndarray]
 
-    ``highlight``: rows to emphasise (the others are dimmed), e.g. a class or a sub-class.
+
+def map_figure(xy: np.ndarray, colouring: Colouring, *, highlight: np.ndarray | None = None,
+               point_size: float = 4.0, height: int = 600, title: str = "") -> MapFigure:
+    """xy: (N, 2) float coordinates -> the map.
+
+    Categories (up to ``MAX_LEGEND``) become one Scattergl trace each with ONE colour: the browser
+    then has no per-point colour to compute (the costly part of drawing 35,000 coloured points),
+    and the legend toggles categories. Continuous values, and very many categories, are one trace
+    with per-point colour levels and a colour bar. ``highlight``: rows to emphasise (the others are
+    dimmed), e.g. a class or a sub-class.
     """
     xy = np.asarray(xy, dtype=np.float32)
     n = len(colouring.names)
-    marker: dict = dict(color=colouring.codes, size=point_size, line=dict(width=0), showscale=True)
-    if colouring.kind == "category":
-        marker.update(colorscale=_stepped(n), cmin=-0.5, cmax=n - 0.5)
-        bar: dict = dict(title=dict(text=plain(colouring.title)), thickness=12, len=0.9)
-        if n <= MAX_LEGEND:
-            bar.update(tickvals=list(range(n)), ticktext=[plain(x)[:28] for x in colouring.names], tickmode="array")
-        else:
-            bar.update(showticklabels=False, title=dict(text=plain(f"{colouring.title} ({n})")))
-        marker["colorbar"] = bar
+    codes = np.asarray(colouring.codes)
+    hl = None if highlight is None else np.unique(np.asarray(highlight, dtype=np.int64))
+    traces, trace_rows = [], []
+    base = dict(mode="markers", hoverlabel=dict(namelength=-1))
+    if colouring.kind == "category" and n <= MAX_LEGEND:
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(n + 1))
+        for k in range(n):
+            rows = order[bounds[k]:bounds[k + 1]]
+            if rows.size == 0:
+                continue
+            name = plain(colouring.names[k])[:40]
+            tr = go.Scattergl(x=xy[rows, 0], y=xy[rows, 1], name=name, legendgroup=name,
+                              marker=dict(color=PALETTE[k % len(PALETTE)], size=point_size, line=dict(width=0)),
+                              hovertemplate="%{fullData.name}<extra></extra>", **base)
+            traces.append(tr)
+            trace_rows.append(rows)
+        legend = True
     else:
-        marker.update(colorscale=CONTINUOUS, cmin=0, cmax=255)
-        ticks = np.linspace(0, 255, 5)
-        marker["colorbar"] = dict(title=dict(text=plain(colouring.title)), thickness=12, len=0.9, tickmode="array",
-                                  tickvals=ticks.tolist(),
-                                  ticktext=[f"{colouring.lo + t / 255 * (colouring.hi - colouring.lo):.3g}" for t in ticks])
-    trace = go.Scattergl(
-        x=xy[:, 0], y=xy[:, 1], mode="markers", marker=marker,
-        hovertemplate="row %{pointNumber}<extra></extra>", showlegend=False,
-    )
-    if highlight is not None:
-        trace.selectedpoints = np.asarray(highlight, dtype=np.int64).tolist()
-        trace.unselected = dict(marker=dict(opacity=0.12))
-    fig = go.Figure(trace)
+        marker: dict = dict(color=codes, size=point_size, line=dict(width=0), showscale=True)
+        if colouring.kind == "category":
+            marker.update(colorscale=_stepped(n), cmin=-0.5, cmax=n - 0.5,
+                          colorbar=dict(showticklabels=False, thickness=12, len=0.9,
+                                        title=dict(text=plain(f"{colouring.title} ({n})"))))
+        else:
+            ticks = np.linspace(0, 255, 5)
+            marker.update(colorscale=CONTINUOUS, cmin=0, cmax=255, colorbar=dict(
+                title=dict(text=plain(colouring.title)), thickness=12, len=0.9, tickmode="array",
+                tickvals=ticks.tolist(),
+                ticktext=[f"{colouring.lo + t / 255 * (colouring.hi - colouring.lo):.3g}" for t in ticks]))
+        traces.append(go.Scattergl(x=xy[:, 0], y=xy[:, 1], marker=marker, showlegend=False,
+                                   hovertemplate="row %{pointNumber}<extra></extra>", **base))
+        trace_rows.append(np.arange(len(xy)))
+        legend = False
+    if hl is not None:
+        for tr, rows in zip(traces, trace_rows):
+            tr.selectedpoints = np.flatnonzero(np.isin(rows, hl, assume_unique=False)).tolist()
+            tr.unselected = dict(marker=dict(opacity=0.12))
+    fig = go.Figure(traces)
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=30 if title else 10, b=10), dragmode="lasso",
         xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
         yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None, scaleanchor="x"),
-        uirevision="map", hovermode="closest",
+        uirevision="map", hovermode="closest", showlegend=legend,
+        legend=dict(title=dict(text=plain(colouring.title)), itemsizing="constant", yanchor="top", y=1),
     )
     if title:
         fig.update_layout(title=dict(text=plain(title)))
-    return fig
+    return MapFigure(fig=fig, trace_rows=trace_rows)
 
 
-def selected_rows(selection: dict | None, n: int) -> np.ndarray:
+def selected_rows(selection: dict | None, trace_rows: Sequence[np.ndarray]) -> np.ndarray:
     """The rows of a map selection event (``st.plotly_chart(on_select=...)``'s ``selection``),
-    sorted, unique, within ``0..n-1``. Only points of trace 0 count."""
+    sorted and unique. ``trace_rows``: :attr:`MapFigure.trace_rows` of the figure that was shown."""
     if not selection:
         return np.zeros(0, dtype=np.int64)
-    pts = selection.get("points") or []
-    if pts:
-        rows = [p.get("point_index", p.get("point_number")) for p in pts if int(p.get("curve_number", 0) or 0) == 0]
-    else:
-        rows = list(selection.get("point_indices") or [])
-    arr = np.asarray([r for r in rows if r is not None], dtype=np.int64)
-    arr = arr[(arr >= 0) & (arr < n)]
-    return np.unique(arr)
+    out = []
+    for p in selection.get("points") or []:
+        c = p.get("curve_number", 0)
+        i = p.get("point_index", p.get("point_number"))
+        if c is None or i is None:
+            continue
+        c, i = int(c), int(i)
+        if 0 <= c < len(trace_rows) and 0 <= i < len(trace_rows[c]):
+            out.append(int(trace_rows[c][i]))
+    return np.unique(np.asarray(out, dtype=np.int64))
 
 
 def confusion_figure(matrix: np.ndarray, classes: Sequence[str], *, normalise: bool = True,

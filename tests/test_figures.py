@@ -11,30 +11,41 @@ from hypothesis import given, settings, strategies as st
 from explorer import figures
 
 
-def test_map_is_one_lean_trace_in_row_order():
+def test_map_sends_lean_traces_one_colour_each():
     n = 35_000
     rng = np.random.default_rng(0)
     xy = rng.normal(size=(n, 2)).astype(np.float32)
-    col = figures.categorical(rng.integers(0, 8, n), names=[f"c{i}" for i in range(8)], title="label")
-    fig = figures.map_figure(xy, col)
-    assert len(fig.data) == 1 and fig.data[0].type == "scattergl"
-    spec = json.loads(pio.to_json(fig, validate=False))
-    tr = spec["data"][0]
-    # numpy arrays go out as base64 typed arrays, not JSON number lists
-    assert tr["x"]["dtype"] == "f4" and tr["marker"]["color"]["dtype"] == "u1"
-    assert "customdata" not in tr and "text" not in tr and "hovertext" not in tr
+    labels = rng.integers(0, 8, n)
+    col = figures.categorical(labels, names=[f"c{i}" for i in range(8)], title="label")
+    mf = figures.map_figure(xy, col)
+    assert len(mf.fig.data) == 8 and all(t.type == "scattergl" for t in mf.fig.data)
+    spec = json.loads(pio.to_json(mf.fig, validate=False))
+    for k, tr in enumerate(spec["data"]):
+        # numpy arrays go out as base64 typed arrays; one colour per trace, no per-point strings
+        assert tr["x"]["dtype"] == "f4" and isinstance(tr["marker"]["color"], str)
+        assert "customdata" not in tr and "text" not in tr and "hovertext" not in tr
+        np.testing.assert_array_equal(np.asarray(mf.fig.data[k].x), xy[mf.trace_rows[k], 0])
+        assert (labels[mf.trace_rows[k]] == k).all()
+    assert sorted(np.concatenate(mf.trace_rows).tolist()) == list(range(n))
     size = len(json.dumps(spec, separators=(",", ":")))
-    assert size < 450_000, size  # 35k points: ~0.43 MB (x, y float32 + u1 colours, base64)
-    np.testing.assert_array_equal(np.asarray(fig.data[0].x), xy[:, 0])
+    assert size < 400_000, size  # 35k points: x, y float32 in base64 (~0.37 MB), nothing per point else
+
+
+def test_continuous_and_many_categories_are_one_trace():
+    rng = np.random.default_rng(1)
+    xy = rng.normal(size=(500, 2)).astype(np.float32)
+    mf = figures.map_figure(xy, figures.continuous(rng.random(500), title="score"))
+    assert len(mf.fig.data) == 1 and mf.fig.data[0].marker.colorbar.title.text == "score"
+    assert mf.trace_rows[0].tolist() == list(range(500))
+    mf = figures.map_figure(xy, figures.categorical(np.arange(500) % 100, title="many"))
+    assert len(mf.fig.data) == 1 and mf.fig.data[0].marker.colorbar.showticklabels is False
 
 
 def test_user_strings_are_escaped_for_plotly():
     col = figures.categorical(np.array([0, 1]), names=['<a href="javascript:x">hi</a>', "ok"], title="<b>t</b>")
-    fig = figures.map_figure(np.zeros((2, 2), np.float32), col)
-    bar = fig.data[0].marker.colorbar
-    assert all("<" not in t for t in bar.ticktext)
-    assert "&lt;a href" in bar.ticktext[0]
-    assert "<b>" not in bar.title.text
+    fig = figures.map_figure(np.zeros((2, 2), np.float32), col).fig
+    assert "<" not in fig.data[0].name and "&lt;a href" in fig.data[0].name
+    assert "<b>" not in fig.layout.legend.title.text
     cm = figures.confusion_figure(np.eye(2, dtype=int), ["<i>x</i>", "y"])
     assert "<i>" not in json.dumps(cm.layout.xaxis.ticktext)
 
@@ -48,8 +59,6 @@ def test_categorical_codes_and_orders():
     assert c.names[:3] == ("not reviewed", "keep", "flag") and list(c.codes) == [2, 1]
     big = figures.categorical(np.arange(300), title="many")
     assert big.codes.dtype == np.uint16 and len(big.names) == 300
-    fig = figures.map_figure(np.zeros((300, 2), np.float32), big)
-    assert fig.data[0].marker.colorbar.showticklabels is False
     with pytest.raises(ValueError):
         figures.categorical(np.array([0, 5]), names=["a", "b"], title="t")
 
@@ -66,20 +75,21 @@ def test_continuous_levels_are_monotone(vals):
 
 
 def test_highlight_dims_the_rest():
-    col = figures.categorical(np.zeros(10, int), names=["a"], title="t")
-    fig = figures.map_figure(np.zeros((10, 2), np.float32), col, highlight=np.array([2, 5]))
-    assert list(fig.data[0].selectedpoints) == [2, 5]
-    assert fig.data[0].unselected.marker.opacity < 0.5
+    col = figures.categorical(np.array([0, 1] * 5), names=["a", "b"], title="t")
+    mf = figures.map_figure(np.zeros((10, 2), np.float32), col, highlight=np.array([2, 5]))
+    # row 2 is point 1 of trace "a" (rows 0, 2, 4, ...), row 5 is point 2 of trace "b" (rows 1, 3, 5, ...)
+    assert list(mf.fig.data[0].selectedpoints) == [1] and list(mf.fig.data[1].selectedpoints) == [2]
+    assert mf.fig.data[0].unselected.marker.opacity < 0.5
 
 
 def test_selected_rows_from_events():
-    ev = {"points": [{"curve_number": 0, "point_index": 7}, {"curve_number": 0, "point_index": 3},
-                     {"curve_number": 1, "point_index": 1}, {"curve_number": 0, "point_index": 7},
-                     {"curve_number": 0, "point_index": 99}], "point_indices": [7, 3, 1, 99]}
-    assert figures.selected_rows(ev, 50).tolist() == [3, 7]
-    assert figures.selected_rows({"points": [], "point_indices": [4, 2]}, 50).tolist() == [2, 4]
-    assert figures.selected_rows(None, 5).size == 0
-    assert figures.selected_rows({}, 5).size == 0
+    trace_rows = [np.array([0, 2, 4]), np.array([1, 3])]
+    ev = {"points": [{"curve_number": 0, "point_index": 2}, {"curve_number": 1, "point_index": 0},
+                     {"curve_number": 0, "point_index": 2}, {"curve_number": 1, "point_index": 9},
+                     {"curve_number": 5, "point_index": 0}], "point_indices": [2, 0, 9, 0]}
+    assert figures.selected_rows(ev, trace_rows).tolist() == [1, 4]
+    assert figures.selected_rows(None, trace_rows).size == 0
+    assert figures.selected_rows({}, trace_rows).size == 0
 
 
 def test_confusion_cell_and_figure():

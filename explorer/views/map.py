@@ -49,16 +49,16 @@ with run_guard():
         highlight = np.flatnonzero(cols["label"] == hl)
     elif focus:
         highlight = np.asarray(focus["rows"], dtype=np.int64)
-    fig = figures.map_figure(xy, col, highlight=highlight)
+    mf = figures.map_figure(xy, col, highlight=highlight)
 
-event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
+event = st.plotly_chart(mf.fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
                         config={"displaylogo": False, "scrollZoom": True,
                                 "modeBarButtonsToRemove": ["toImage", "autoScale2d"]})
 
 # The chart is a new widget whenever its figure changes (colouring, class), which empties its
 # selection: keep the last selection until the user clears or replaces it on the same chart.
 sig = (path, mi, by, hl)
-sel = figures.selected_rows(event.selection if event else None, n)
+sel = figures.selected_rows(event.selection if event else None, mf.trace_rows)
 if sel.size:
     st.session_state["map_sel"] = (path, sel)
 elif st.session_state.get("map_sig") == sig:
