@@ -20,7 +20,7 @@ DEMO_NAME = "demo"                 # the first-launch run folder under the runs 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # keep in step with .streamlit/config.toml server.maxUploadSize
 MAX_UPLOAD_PIXELS = 4096 * 4096    # refuse decompression bombs before decoding
 GALLERY_MAX = 64                   # images in one gallery page
-THUMB_PX = 72                      # on-page width of a gallery thumbnail
+THUMB_PX = 84                      # on-page width of a gallery thumbnail
 QUEUE_PAGE = 12                    # mislabel candidates per page
 POLL_S = 1.0                       # how often the job fragment re-reads progress
 
