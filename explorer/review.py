@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS tags (
 CREATE TABLE IF NOT EXISTS subclass_names (
     subclass_id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    anchor TEXT
 );
 CREATE TABLE IF NOT EXISTS log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -118,6 +119,9 @@ class ReviewStore:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(subclass_names)")}
+            if "anchor" not in cols:  # databases written before names were anchored
+                conn.execute("ALTER TABLE subclass_names ADD COLUMN anchor TEXT")
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.execute("COMMIT")
         except BaseException:
@@ -227,15 +231,19 @@ class ReviewStore:
                                 [(i, tag, now) for i in ids])
         return len(ids)
 
-    def name_subclass(self, subclass_id: int, name: str) -> None:
-        """Give a sub-class a human name; an empty name removes it."""
+    def name_subclass(self, subclass_id: int, name: str, *, anchor: str | None = None) -> None:
+        """Give a sub-class a human name; an empty name removes it.
+
+        ``anchor``: the ``items.id`` of the sub-class's medoid when it was named. Sub-class ids are
+        only stable while the analysis is; after a re-analysis the view can tell a name whose
+        medoid moved (see :meth:`subclass_anchors`)."""
         sid = int(subclass_id)
         name = clean_text(name, what="sub-class name", allow_empty=True)
-        with self._action("name_subclass", {"subclass_id": sid, "name": name}) as cur:
+        with self._action("name_subclass", {"subclass_id": sid, "name": name, "anchor": anchor}) as cur:
             if name:
-                cur.execute("INSERT INTO subclass_names(subclass_id, name, updated) VALUES (?, ?, ?) "
-                            "ON CONFLICT(subclass_id) DO UPDATE SET name = excluded.name, updated = excluded.updated",
-                            (sid, name, time.time()))
+                cur.execute("INSERT INTO subclass_names(subclass_id, name, updated, anchor) VALUES (?, ?, ?, ?) "
+                            "ON CONFLICT(subclass_id) DO UPDATE SET name = excluded.name, updated = excluded.updated, "
+                            "anchor = excluded.anchor", (sid, name, time.time(), anchor))
             else:
                 cur.execute("DELETE FROM subclass_names WHERE subclass_id = ?", (sid,))
 
@@ -257,6 +265,12 @@ class ReviewStore:
 
     def subclass_names(self) -> dict[int, str]:
         return {int(r[0]): r[1] for r in self._read("SELECT subclass_id, name FROM subclass_names")}
+
+    def subclass_anchors(self) -> dict[int, str | None]:
+        try:
+            return {int(r[0]): r[1] for r in self._read("SELECT subclass_id, anchor FROM subclass_names")}
+        except sqlite3.OperationalError:  # an old database not yet migrated (read-only reader)
+            return {}
 
     def counts(self) -> dict[str, int]:
         out = {d: 0 for d in DECISIONS}

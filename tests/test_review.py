@@ -101,6 +101,21 @@ def test_subclass_names_rename_and_clear(store):
     assert store.subclass_names() == {3: "babies and toddlers", 5: "<b>glasses</b>"}
     store.name_subclass(3, "")
     assert store.subclass_names() == {5: "<b>glasses</b>"}
+    store.name_subclass(5, "glasses", anchor="img7")
+    assert store.subclass_anchors() == {5: "img7"}
+
+
+def test_an_old_database_gains_the_anchor_column(store):
+    store.run_path.mkdir(exist_ok=True)
+    conn = sqlite3.connect(store.path)
+    conn.execute("CREATE TABLE subclass_names (subclass_id INTEGER PRIMARY KEY, name TEXT NOT NULL, updated REAL NOT NULL)")
+    conn.execute("INSERT INTO subclass_names VALUES (1, 'babies', 0)")
+    conn.commit()
+    conn.close()
+    assert store.subclass_names() == {1: "babies"}
+    store.name_subclass(2, "glasses", anchor="x")
+    assert store.subclass_names() == {1: "babies", 2: "glasses"}
+    assert store.subclass_anchors() == {1: None, 2: "x"}
 
 
 def test_concurrent_writers_lose_nothing(store):

@@ -17,6 +17,7 @@ with run_guard():
     sub_rows = data.subclass_of_rows(path)
     store = widgets.store(path)
     names = store.subclass_names()
+    anchors = store.subclass_anchors()
     th = data.thumbs(path)
     cols = data.columns(path)
 
@@ -28,8 +29,8 @@ c = st.selectbox("Class", range(len(classes)), key="sub_class",
                  format_func=lambda i: f"{classes[i]} ({len(per_class[i])} sub-classes)")
 
 
-def save_name(sid: int, key: str) -> None:
-    if widgets.act(store.name_subclass, sid, st.session_state.get(key, "")) is not None:
+def save_name(sid: int, key: str, anchor: str) -> None:
+    if widgets.act(store.name_subclass, sid, st.session_state.get(key, ""), anchor=anchor) is not None:
         st.toast("Name saved", icon=":material/check:")
 
 
@@ -52,8 +53,12 @@ for s in cards:
             key = f"subname_{sid}"
             if key not in st.session_state:
                 st.session_state[key] = names.get(sid, "")
+            medoid_id = str(cols["id"][medoid])
             k1.text_input("Name", key=key, max_chars=80, placeholder="e.g. babies, glasses, big smile",
-                          on_change=save_name, args=(sid, key))
+                          on_change=save_name, args=(sid, key, medoid_id))
+            if sid in names and anchors.get(sid) not in (None, medoid_id):
+                st.caption("This name was given before the run was re-analysed; its medoid has changed since. "
+                           "Check that it still fits.")
             if k2.button("Open on map", key=f"submap_{sid}", icon=":material/scatter_plot:"):
                 rows = np.flatnonzero(sub_rows == sid) if sub_rows is not None else np.asarray(s.get("topk", []))
                 State.set_focus(rows, f"Sub-class {label}", colour_by="subclass")
