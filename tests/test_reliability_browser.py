@@ -109,7 +109,13 @@ def settle(page, timeout=60_000) -> None:
     page.wait_for_function("""() => document.querySelector(
                                       '[data-testid="stMain"] :is(h1, .js-plotly-plot, [data-testid="stAlert"])')
                                     && !document.querySelector('[data-testid="stStatusWidget"]')""", timeout=timeout)
-    page.wait_for_timeout(800)
+    # then until the page stops changing (charts and galleries paint after the script run)
+    last, stable, t_end = None, 0, time.time() + 30
+    while stable < 3 and time.time() < t_end:
+        page.wait_for_timeout(500)
+        now = (len(page.inner_text("body")), page.evaluate("document.querySelectorAll('*').length"))
+        stable = stable + 1 if now == last else 0
+        last = now
 
 
 INJECTED_DOM = """() => {
