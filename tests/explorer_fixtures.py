@@ -38,7 +38,14 @@ def _pipeline(*args: str, timeout: float = 600) -> None:
 @pytest.fixture(scope="session")
 def pipeline_run_dir(tmp_path_factory) -> Path:
     """A small complete, analysed run made by the real pipeline (once per session; ~1 min)."""
-    out = tmp_path_factory.mktemp("pipeline_run") / "fixture"
+    # Each test module that imports this fixture gets its own definition (and cache), so the run
+    # is kept at a fixed place under the session's base temp and built only by the first one.
+    out = tmp_path_factory.getbasetemp() / "explorer-pipeline-run" / "fixture"
+    if (out / "analysis" / "summary.json").exists():
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     _pipeline("train", "--data", "synthetic:600", "--epochs", "1", "--out", str(out), "--no-progress-bar")
     _pipeline("analyze", str(out), "--maps", "pca")  # t-SNE / UMAP add ~30 s each here; the views read any map
     return out
