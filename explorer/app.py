@@ -99,6 +99,8 @@ def main() -> None:
                 start_demo(root)
             except jobs.JobError:
                 pass  # another session started it a moment ago
+            except OSError as exc:  # the runs folder cannot be written: say so on the welcome page
+                st.session_state["_demo_error"] = f"Cannot build the demo in {root}: {exc.strerror or exc}"
         pg = st.navigation([WELCOME], position="hidden")
         pg.run()
         return

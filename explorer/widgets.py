@@ -185,7 +185,7 @@ def analyze_button(path: str) -> None:
     if st.button("Analyze this run", disabled=busy, key="analyze_run", icon=":material/analytics:"):
         try:
             jobs.start_analyze(root, Path(path))
-        except jobs.JobError as exc:
+        except (jobs.JobError, OSError) as exc:
             st.error(str(exc))
         else:
             st.rerun()
@@ -355,7 +355,7 @@ def train_form(root: Path, *, key: str) -> None:
             req = jobs.TrainRequest(spec=chosen, loss=loss or "sgm", backbone=backbone, epochs=int(epochs),
                                     levels=int(levels), data_roots=() if is_synth else tuple(str(r) for r in roots))
             job = jobs.start_train(root, req, analyze=analyze)
-        except jobs.JobError as exc:
+        except (jobs.JobError, OSError) as exc:
             st.error(md(str(exc)))
         else:
             st.toast(md(f"Training started: {job.title}"), icon=":material/play_arrow:")

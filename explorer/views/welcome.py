@@ -6,6 +6,8 @@ from explorer import jobs, settings, widgets
 
 st.title("Subclass Explorer")
 root = settings.runs_root()
+if st.session_state.get("_demo_error"):
+    st.error(widgets.md(st.session_state.pop("_demo_error")))
 job = jobs.current(root)
 if job is not None and job.active:
     st.write("There is no finished run yet, so a demo is being built: a model is trained on 4,000 generated "
@@ -18,7 +20,7 @@ else:
     if st.button("Build the demo", type="primary", icon=":material/play_arrow:"):
         try:
             jobs.start_demo(root, spec=settings.demo_spec(), epochs=settings.demo_epochs(), name=settings.DEMO_NAME)
-        except jobs.JobError as exc:
+        except (jobs.JobError, OSError) as exc:
             st.error(widgets.md(str(exc)))
         else:
             st.rerun()
