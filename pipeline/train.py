@@ -196,6 +196,7 @@ class Trainer:
         self.quiet = quiet
         self.progress_bar = progress_bar and not quiet
         self.ds = dataset
+        self.rank, self.world, self.main = 0, 1, True     # set for real in run() under torchrun
 
     # -- setup ---------------------------------------------------------------------------------
     def _validate(self) -> None:
