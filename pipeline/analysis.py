@@ -273,7 +273,8 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
             sub_metrics["per_class"][classes[c]].update(nmi=v["nmi"], purity=v["purity"], hidden=v["hidden"])
         sub_metrics.update(gt_scores)
     mis_metrics: dict = {"n_flagged_cleanlab": int(table["cleanlab_issue"].sum()),
-                         "k": knn_k, "sigma": sigma, "cleanlab_probs": "knn"}
+                         "k": knn_k, "sigma": sigma, "cleanlab_probs": "knn",
+                         "posterior_weight": mis.POSTERIOR_WEIGHT}
     truth_col = next((c for c in MISLABEL_TRUTH if c in items.columns), None)
     if truth_col is not None:
         truth = _as_bool(items[truth_col])

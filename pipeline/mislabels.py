@@ -22,6 +22,13 @@ from scipy.special import log_softmax
 
 __all__ = ["Evidence", "oos_evidence", "scores", "knn_probs", "cleanlab_scores"]
 
+# Weight of (1 - posterior of the given label) next to the kNN disagreement in ``score``. Measured
+# (average precision against known wrong labels, k = 11): synthetic 0.888 / 0.888 (weight 1 /
+# 0.25), synthetic after 3 DGMS levels 0.932 / 0.939, 5k FER+ images with FER2013's labels
+# 0.522 / 0.536 (cleanlab on the kNN votes 0.527). The vote leads; the posterior, continuous,
+# orders images within one vote count and tips close calls.
+POSTERIOR_WEIGHT = 0.25
+
 # Laplace smoothing of the kNN vote distribution handed to cleanlab (counts + alpha) / (k + C alpha).
 KNN_ALPHA = 0.5
 
@@ -208,11 +215,12 @@ def _rank(score: np.ndarray) -> np.ndarray:
 def scores(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
            class_means: np.ndarray | None = None, k: int = 11, sigma: float = 0.5, seed: int = 0,
            classes: list[str] | None = None, cleanlab_probs: str = "knn",
-           evidence: Evidence | None = None) -> pd.DataFrame:
+           posterior_weight: float = POSTERIOR_WEIGHT, evidence: Evidence | None = None) -> pd.DataFrame:
     """Per-image mislabel scores (the ``analysis/mislabels.parquet`` table, RUN_FORMAT.md).
 
     z: (N, D) float32; labels: (N,) int given labels; train_mask: (N,) bool reference rows.
-    Returns N rows: ``score`` = (1 - p_given_oos) + knn_disagree (higher = more suspicious),
+    Returns N rows: ``score`` = knn_disagree + posterior_weight * (1 - p_given_oos) (higher =
+    more suspicious),
     ``suggested`` (the most likely class other than the given one, by the mean of the two
     out-of-sample distributions), ``p_given_oos``, ``knn_disagree``, ``rank`` (1 = worst), and
     cleanlab's ``cleanlab_score`` (label quality, lower = worse), ``cleanlab_rank``,
@@ -232,7 +240,7 @@ def scores(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
     p_given = post[rows, labels]
     kk = max(ev.k, 1)
     knn_disagree = 1.0 - ev.votes[rows, labels] / kk
-    score = (1.0 - p_given) + knn_disagree
+    score = knn_disagree + float(posterior_weight) * (1.0 - p_given)
     evidence = 0.5 * (post + ev.votes / kk)
     alt = evidence.copy()
     alt[rows, labels] = -np.inf
