@@ -241,8 +241,12 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     cm = np.asarray(run.array("class_means.npy"), dtype=np.float64) if run.has("class_means.npy") else None
     if cm is not None and cm.shape != (len(classes), z.shape[1]):
         cm = None
-    ev = mis.oos_evidence(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma,
-                          n_classes=len(classes), seed=seed)
+    ev_loo = mis.oos_evidence(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma,
+                              n_classes=len(classes), seed=seed)
+    crossfit = run.has("crossfit_posterior.npy") and run.has("crossfit_votes.npy")
+    # training's cross-fit is stronger evidence: the embedding that judges an image never saw its label
+    ev = mis.evidence_from_arrays(run.array("crossfit_posterior.npy"), run.array("crossfit_votes.npy")) \
+        if crossfit else ev_loo
     table = mis.scores(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma, seed=seed,
                        classes=classes, evidence=ev)
     run.put_table("analysis/mislabels.parquet", table)
@@ -254,7 +258,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     if "pred" in items.columns:
         pred = items["pred"].to_numpy(np.int64)
     else:
-        pred = ev.votes.argmax(1)
+        pred = ev_loo.votes.argmax(1)
     run.put_json("analysis/confusion.json", confusion(labels, pred, classes))
 
     # -- album summary
@@ -274,7 +278,8 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
         sub_metrics.update(gt_scores)
     mis_metrics: dict = {"n_flagged_cleanlab": int(table["cleanlab_issue"].sum()),
                          "k": knn_k, "sigma": sigma, "cleanlab_probs": "knn",
-                         "posterior_weight": mis.POSTERIOR_WEIGHT}
+                         "posterior_weight": mis.POSTERIOR_WEIGHT,
+                         "evidence": "crossfit" if crossfit else "leave-one-out"}
     truth_col = next((c for c in MISLABEL_TRUTH if c in items.columns), None)
     if truth_col is not None:
         truth = _as_bool(items[truth_col])
@@ -287,6 +292,11 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
         alt = pd.DataFrame({"score": table["score"], "cleanlab_score": alt_quality, "cleanlab_issue": alt_issue,
                             "suggested": table["suggested"]})
         mis_metrics["cleanlab_posterior"] = mislabel_scores(alt, truth)["cleanlab"]
+        if crossfit:                 # the leave-one-out ranking on the final embedding, for comparison
+            loo = mis.scores(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma, seed=seed,
+                             classes=classes, evidence=ev_loo)
+            mis_metrics["leave_one_out"] = {k: v for k, v in mislabel_scores(loo, truth).items()
+                                            if k in ("ours", "cleanlab")}
     metrics = run.metrics()
     metrics["subclass"] = sub_metrics
     metrics["mislabels"] = mis_metrics

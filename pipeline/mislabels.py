@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_softmax
 
-__all__ = ["Evidence", "oos_evidence", "scores", "knn_probs", "cleanlab_scores"]
+__all__ = ["Evidence", "oos_evidence", "evidence_from_arrays", "scores", "knn_probs", "cleanlab_scores"]
 
 # Weight of (1 - posterior of the given label) next to the kNN disagreement in ``score``. Measured
 # (average precision against known wrong labels, k = 11): synthetic 0.888 / 0.888 (weight 1 /
@@ -47,6 +47,7 @@ class Evidence:
     votes: np.ndarray
     neighbours: np.ndarray
     distances: np.ndarray
+    n_votes: int | None = None      # votes per image when there are no neighbour rows (cross-fit)
 
     @property
     def post(self) -> np.ndarray:
@@ -54,7 +55,19 @@ class Evidence:
 
     @property
     def k(self) -> int:
-        return int(self.neighbours.shape[1])
+        return int(self.n_votes) if self.n_votes is not None else int(self.neighbours.shape[1])
+
+
+def evidence_from_arrays(post: np.ndarray, votes: np.ndarray) -> Evidence:
+    """Evidence from arrays computed elsewhere, e.g. training's cross-fit (``crossfit_posterior``
+    and ``crossfit_votes``: (N, C) from fold models that never saw the image). No neighbour rows."""
+    post = np.asarray(post, dtype=np.float64)
+    votes = np.asarray(votes, dtype=np.float64)
+    p = np.clip(post, 1e-300, None)
+    log_post = np.log(p / p.sum(1, keepdims=True))
+    n = votes.shape[0]
+    return Evidence(log_post=log_post, votes=votes, neighbours=np.zeros((n, 0), np.int64),
+                    distances=np.zeros((n, 0)), n_votes=max(1, int(round(float(votes.sum(1).max())))) if n else 1)
 
 
 def _loo_sq_dist(z: np.ndarray, labels: np.ndarray, train: np.ndarray, C: int,

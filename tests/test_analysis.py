@@ -174,6 +174,31 @@ def test_a_run_without_ground_truth_or_predictions(tmp_path):
     assert np.array(conf["matrix"]).sum() == len(items)
 
 
+def test_crossfit_evidence_from_training_is_used(tmp_path):
+    """With training's cross-fit arrays the ranking comes from them (here: evidence that knows the
+    true class, so every flip ranks first), and the leave-one-out ranking is kept for comparison."""
+    path = make_run(tmp_path / "run")
+    run = open_run(path)
+    items = run.items()
+    gt = items["gt_label"].to_numpy()
+    post = np.full((len(gt), 3), 0.05, np.float32)
+    post[np.arange(len(gt)), gt] = 0.9
+    votes = np.zeros((len(gt), 3), np.float32)
+    votes[np.arange(len(gt)), gt] = 11
+    run.put_array("crossfit_posterior.npy", post)
+    run.put_array("crossfit_votes.npy", votes)
+    run.save_manifest()
+    out = A.analyze(path, maps=())
+    ml = out["mislabels"]
+    assert ml["evidence"] == "crossfit" and ml["ours"]["ap"] == pytest.approx(1.0)
+    assert ml["suggested_accuracy"] == 1.0
+    assert set(ml["leave_one_out"]) == {"ours", "cleanlab"}
+    t = open_run(path).table("analysis/mislabels.parquet")
+    flipped = items["gt_flipped"].to_numpy()
+    assert np.allclose(t["knn_disagree"].to_numpy()[flipped], 1.0)
+    assert np.allclose(t["knn_disagree"].to_numpy()[~flipped], 0.0)
+
+
 def test_truth_flags_read_from_text():
     col = pd.Series(["True", "false", "1", "0", "yes", "", None], dtype=object)
     assert list(A._as_bool(col)) == [True, False, True, False, True, False, False]
