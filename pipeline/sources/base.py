@@ -32,6 +32,12 @@ MAX_IMAGE_PIXELS = 64_000_000
 class DataError(Exception):
     """Bad input data. The message is one line naming the file and the problem."""
 
+    def __init__(self, message: object = "") -> None:
+        # file names, column names and labels come from strangers: a control character in one (a newline
+        # inside a quoted CSV header, say) is shown escaped, so the message stays one line
+        s = str(message)
+        super().__init__("".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in s))
+
 
 @dataclass
 class Dataset:
