@@ -140,11 +140,15 @@ def gallery(path: str, rows: Sequence[int], *, captions: Sequence[str] | None = 
     if not rows:
         st.caption("No images.")
         return
-    th = data.thumbs(path)
+    try:
+        pngs = data.thumbs(path).many(rows)
+    except RunError as exc:  # a damaged images.npy: say which file, keep the rest of the page
+        st.error(md(str(exc).splitlines()[0] if str(exc) else "images cannot be read"), icon=":material/error:")
+        return
     caps = [md(c) for c in captions[:len(rows)]] if captions is not None else None
     # output_format="PNG": the bytes are PNG already, so Streamlit serves them as they are
     # (with "auto" it would re-encode every thumbnail to JPEG on every rerun)
-    st.image(th.many(rows), caption=caps, width=width, output_format="PNG")
+    st.image(pngs, caption=caps, width=width, output_format="PNG")
 
 
 def label_captions(path: str, rows: Sequence[int], *, extra: Sequence[str] | None = None) -> list[str]:
