@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv as _csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,24 @@ def _header(path: Path) -> list[str]:
     raise DataError(f"{path}: empty file")
 
 
+def _check_row_widths(path: Path, n_header: int) -> None:
+    """Refuse a row with more (non-empty) fields than the header: pandas would silently shift that
+    row's columns (turning its first field into an index), so a path would be read as a label."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = _csv.reader(fh, skipinitialspace=True)
+            header_seen = False
+            for row in reader:
+                if not header_seen:
+                    header_seen = any(c.strip() for c in row)
+                    continue
+                if len(row) > n_header and any(c.strip() for c in row[n_header:]):
+                    raise DataError(f"{path}: line {reader.line_num}: {len(row)} fields but the header names "
+                                    f"{n_header} columns")
+    except (OSError, UnicodeDecodeError, _csv.Error) as exc:
+        raise DataError(f"{path}: cannot read CSV ({type(exc).__name__}: {exc})") from None
+
+
 def _is_int(s: str) -> bool:
     s = s.strip()
     return bool(s) and (s.isdigit() or (s[0] in "+-" and s[1:].isdigit()))
@@ -50,11 +69,14 @@ def load(arg: str, cfg) -> Dataset:
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(cols)}")
     reserved = [c for c in cols if c in RESERVED]
+    _check_row_widths(path, len(cols))
     try:
-        df = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True)
+        with warnings.catch_warnings():   # empty trailing fields ("a.png,happy,") are dropped quietly
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            df = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True, index_col=False)
         # path/label/split read again as plain text: a class called "None" or "NA" is not a missing label
-        core = pd.read_csv(path, usecols=lambda c: str(c).strip() in RESERVED, dtype=str, keep_default_na=False, na_values=[""],
-                           encoding="utf-8-sig", skipinitialspace=True)
+            core = pd.read_csv(path, usecols=lambda c: str(c).strip() in RESERVED, dtype=str, keep_default_na=False,
+                               na_values=[""], encoding="utf-8-sig", skipinitialspace=True, index_col=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
