@@ -40,6 +40,8 @@ from pipeline.sources.base import decode_image, safe_join
 
 S = 48
 HOSTILE = "<img src=x onerror=alert(1)>"
+# RELIABILITY_FUZZ=25 multiplies the hypothesis example counts (the figures in docs/RELIABILITY.md)
+FUZZ = max(1, int(os.environ.get("RELIABILITY_FUZZ", "1") or 1))
 
 
 # ----------------------------------------------------------------------------- image makers
@@ -221,6 +223,9 @@ def test_csv_hostile_listings_by_hand(tmp_path):
     (tmp_path / "crlf.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "ok.csv").read_bytes().replace(b"\r\n", b"\n")
                                         .replace(b"\n", b"\r\n"))
     assert len(load_source(f"csv:{tmp_path / 'crlf.csv'}", cfg("x")).table) == len(rel)
+    spec = _csv(tmp_path / "trailing.csv", ["path", "label"], [[r, "ab"[i % 2], ""] for i, r in enumerate(rel)])
+    ds = load_source(spec, cfg(spec))       # empty trailing fields: fine, and nothing shifted
+    assert sorted(ds.table["path"]) == sorted(str((tmp_path / r).resolve()) for r in rel)
     refused = {
         "missing.csv": (["file", "label"], [[r, "a"] for r in rel], "missing column"),
         "dups.csv": (["path", "label", "path"], [[r, "a", r] for r in rel], "duplicated column"),
@@ -232,6 +237,9 @@ def test_csv_hostile_listings_by_hand(tmp_path):
         "nul.csv": (["path", "label"], [["img dir/a\x00b.png", "a"]] + [[r, "b"] for r in rel], "NUL"),
         "emptylabel.csv": (["path", "label"], [[rel[0], ""]] + [[r, "b"] for r in rel[1:]], "empty"),
         "onelabel.csv": (["path", "label"], [[r, "a"] for r in rel], "at least 2 classes"),
+        # one field too many: pandas alone would shift the row and read the path as an index
+        "extra-field.csv": (["path", "label"], [[rel[0], "a", "surplus"]] + [[r, "b"] for r in rel[1:]],
+                            "line 2: 3 fields but the header names 2 columns"),
     }
     for name, (header, rows, why) in refused.items():
         spec = _csv(tmp_path / name, header, rows)
@@ -278,7 +286,7 @@ column = st.one_of(st.sampled_from(["path", "label", "split", "vote_a", "vote_b"
                                     "label ", "", "Label", HOSTILE]), cell)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120 * FUZZ, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(header=st.lists(column, min_size=0, max_size=6),
        rows=st.lists(st.lists(st.one_of(st.sampled_from(PATHS), st.sampled_from(["a", "b", "train", "test", "1", "-1",
                                                                                   "nan", HOSTILE, "val"]), cell),
@@ -315,7 +323,7 @@ SEEDS = [GRAY_PNG, encode(Image.new("RGB", (9, 7), (1, 2, 3)), "JPEG"), encode(I
          encode(Image.new("L", (6, 6)), "GIF"), encode(Image.new("L", (4, 4)), "TIFF"), encode(Image.new("RGB", (3, 3)), "BMP")]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * FUZZ, deadline=None)
 @given(seed=st.sampled_from(SEEDS), cuts=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
        trunc=st.one_of(st.none(), st.integers(0, 400)), junk=st.binary(max_size=64))
 def test_fuzz_mutated_images_decode_or_give_one_line_error(seed, cuts, trunc, junk):
@@ -336,7 +344,7 @@ def test_fuzz_mutated_images_decode_or_give_one_line_error(seed, cuts, trunc, ju
     assert time.time() - t0 < 5
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * FUZZ, deadline=None)
 @given(rel=st.one_of(st.sampled_from(PATHS), st.text(st.characters(blacklist_categories=("Cs",)), max_size=30),
                      st.lists(st.sampled_from(["..", ".", "a", "b c", "/", "\\", "ü", "", "~"]), max_size=8).map("/".join)))
 def test_fuzz_safe_join_stays_inside_or_refuses(tmp_path_factory, rel):
