@@ -286,11 +286,12 @@ def app_on_damaged_run(base: Path, tmp_path: Path, monkeypatch, name: str, mode:
     return seen
 
 
-EXPLORER_BUG = ("explorer: with a garbled images.npy or items.parquet the Confusion and Summary pages read the "
-                "gallery/captions outside widgets.run_guard and crash with Streamlit's exception box instead of "
-                "one error line (reported, not fixed in explorer/ yet)")
+EXPLORER_BUG = ("explorer: with a garbled items.parquet the Confusion and Summary pages read the items columns "
+                "(widgets.similar_button / label_captions -> data.columns) outside widgets.run_guard and crash with "
+                "Streamlit's exception box instead of one error line (reported; not fixed in explorer/ yet)")
 APP_DEFAULT = [(MANIFEST, "garble"), (MANIFEST, "newer-schema"), ("analysis/mislabels.parquet", "garble"),
-               pytest.param("images.npy", "garble", marks=pytest.mark.xfail(strict=False, reason=EXPLORER_BUG))]
+               ("images.npy", "garble"),
+               pytest.param("items.parquet", "garble", marks=pytest.mark.xfail(strict=False, reason=EXPLORER_BUG))]
 
 
 @pytest.mark.parametrize("name, mode", APP_DEFAULT)
