@@ -35,11 +35,13 @@ def embed_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, d
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     was_training = model.training
     model.eval()
-    x_all = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
     out = []
     use_amp = bf16 and dev.type == "cuda"
-    for s in range(0, x_all.shape[0], batch_size):
-        xb = to_input(x_all[s:s + batch_size].to(dev, non_blocking=True))
+    for s in range(0, images.shape[0], batch_size):
+        part = images[s:s + batch_size]
+        # numpy batches are copied one at a time: a memory-mapped run is read-only and may be large
+        part = part if isinstance(part, torch.Tensor) else torch.from_numpy(np.array(part, dtype=np.uint8))
+        xb = to_input(part.to(dev, non_blocking=True))
         if dev.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -16,8 +16,8 @@ def _neighbours(base: np.ndarray, query: np.ndarray, k: int, *, exclude_self: bo
     ``exclude_self``: query i is base i (same array); i is never its own neighbour."""
     import torch
 
-    b = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32))
-    q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+    b = torch.from_numpy(np.array(base, dtype=np.float32))     # a copy: memory-mapped runs are read-only
+    q = torch.from_numpy(np.array(query, dtype=np.float32))
     kk = min(k + (1 if exclude_self else 0), b.shape[0])
     out = np.empty((q.shape[0], min(k, b.shape[0] - (1 if exclude_self else 0))), np.int64)
     bn = (b * b).sum(1)
