@@ -244,8 +244,12 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     ev_loo = mis.oos_evidence(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma,
                               n_classes=len(classes), seed=seed)
     crossfit = run.has("crossfit_posterior.npy") and run.has("crossfit_votes.npy")
-    # training's cross-fit is stronger evidence: the embedding that judges an image never saw its label
-    ev = mis.evidence_from_arrays(run.array("crossfit_posterior.npy"), run.array("crossfit_votes.npy")) \
+    ev_cf = mis.evidence_from_arrays(run.array("crossfit_posterior.npy"), run.array("crossfit_votes.npy")) \
+        if crossfit else None
+    # Cross-fit evidence comes from embeddings that never saw the image's label, but from models
+    # trained on (K-1)/K of the data; pooled with leave-one-out on the full model. Synthetic run,
+    # 2 folds: AP leave-one-out 0.915, cross-fit 0.768, pooled 0.917.
+    ev = mis.evidence_from_arrays(0.5 * (ev_loo.post + ev_cf.post), 0.5 * (ev_loo.votes + ev_cf.votes)) \
         if crossfit else ev_loo
     table = mis.scores(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma, seed=seed,
                        classes=classes, evidence=ev)
@@ -279,7 +283,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     mis_metrics: dict = {"n_flagged_cleanlab": int(table["cleanlab_issue"].sum()),
                          "k": knn_k, "sigma": sigma, "cleanlab_probs": "knn",
                          "posterior_weight": mis.POSTERIOR_WEIGHT,
-                         "evidence": "crossfit" if crossfit else "leave-one-out"}
+                         "evidence": "crossfit+leave-one-out" if crossfit else "leave-one-out"}
     truth_col = next((c for c in MISLABEL_TRUTH if c in items.columns), None)
     if truth_col is not None:
         truth = _as_bool(items[truth_col])
@@ -292,11 +296,11 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
         alt = pd.DataFrame({"score": table["score"], "cleanlab_score": alt_quality, "cleanlab_issue": alt_issue,
                             "suggested": table["suggested"]})
         mis_metrics["cleanlab_posterior"] = mislabel_scores(alt, truth)["cleanlab"]
-        if crossfit:                 # the leave-one-out ranking on the final embedding, for comparison
-            loo = mis.scores(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma, seed=seed,
-                             classes=classes, evidence=ev_loo)
-            mis_metrics["leave_one_out"] = {k: v for k, v in mislabel_scores(loo, truth).items()
-                                            if k in ("ours", "cleanlab")}
+        if crossfit:                 # each kind of evidence alone, for comparison
+            for name, e in (("leave_one_out", ev_loo), ("crossfit", ev_cf)):
+                t = mis.scores(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma, seed=seed,
+                               classes=classes, evidence=e)
+                mis_metrics[name] = {k: v for k, v in mislabel_scores(t, truth).items() if k in ("ours", "cleanlab")}
     metrics = run.metrics()
     metrics["subclass"] = sub_metrics
     metrics["mislabels"] = mis_metrics

@@ -174,9 +174,9 @@ def test_a_run_without_ground_truth_or_predictions(tmp_path):
     assert np.array(conf["matrix"]).sum() == len(items)
 
 
-def test_crossfit_evidence_from_training_is_used(tmp_path):
-    """With training's cross-fit arrays the ranking comes from them (here: evidence that knows the
-    true class, so every flip ranks first), and the leave-one-out ranking is kept for comparison."""
+def test_crossfit_evidence_from_training_is_pooled(tmp_path):
+    """With training's cross-fit arrays the evidence is their average with leave-one-out (here the
+    cross-fit knows the true class, so its ranking alone is perfect); each alone is reported."""
     path = make_run(tmp_path / "run")
     run = open_run(path)
     items = run.items()
@@ -190,13 +190,12 @@ def test_crossfit_evidence_from_training_is_used(tmp_path):
     run.save_manifest()
     out = A.analyze(path, maps=())
     ml = out["mislabels"]
-    assert ml["evidence"] == "crossfit" and ml["ours"]["ap"] == pytest.approx(1.0)
-    assert ml["suggested_accuracy"] == 1.0
-    assert set(ml["leave_one_out"]) == {"ours", "cleanlab"}
+    assert ml["evidence"] == "crossfit+leave-one-out"
+    assert ml["crossfit"]["ours"]["ap"] == pytest.approx(1.0)
+    assert ml["ours"]["ap"] >= ml["leave_one_out"]["ours"]["ap"] - 1e-9
     t = open_run(path).table("analysis/mislabels.parquet")
     flipped = items["gt_flipped"].to_numpy()
-    assert np.allclose(t["knn_disagree"].to_numpy()[flipped], 1.0)
-    assert np.allclose(t["knn_disagree"].to_numpy()[~flipped], 0.0)
+    assert t["knn_disagree"].to_numpy()[flipped].min() >= 0.5     # the cross-fit half votes against
 
 
 def test_truth_flags_read_from_text():
