@@ -280,10 +280,15 @@ APP_USER = textwrap.dedent(r'''
     at.run()
     at.switch_page("views/mislabels.py")
     at.run()
-    items = [b.key.split("_", 1)[1] for b in at.button if b.key and b.key.startswith("flag_")][:n]
-    for it in items:   # role A flags, role B keeps: the top of the same queue, at the same time
-        at.button(key=("flag_" if role == "A" else "keep_") + it).click().run()
+    queue = [b.key.split("_", 1)[1] for b in at.button if b.key and b.key.startswith("flag_")][:n]
+    items = []
+    for it in queue:   # role A flags, role B keeps: the top of the same queue, at the same time
+        key = ("flag_" if role == "A" else "keep_") + it
+        if key not in {b.key for b in at.button}:
+            continue   # the other process decided it first: it left this session's queue (hide reviewed)
+        at.button(key=key).click().run()
         assert not at.exception, [e.message for e in at.exception]
+        items.append(it)
     at.switch_page("views/subclasses.py")
     at.run()
     keys = [t.key for t in at.text_input if t.key.startswith("subname_")][:n]
@@ -296,7 +301,8 @@ APP_USER = textwrap.dedent(r'''
 
 def test_two_app_processes_on_the_same_run_at_once(tmp_path):
     """Two Streamlit app processes (AppTest sessions) act on the same images and sub-classes at once:
-    every click is logged exactly once, and the state is that of the last committed action."""
+    every click is logged exactly once, and the state is that of the last committed action. (An image
+    the other process decided first leaves a session's queue on its next rerun: not clicked, not an error.)"""
     from explorer_fixtures import fake_run
 
     root = tmp_path / "runs"
@@ -311,8 +317,8 @@ def test_two_app_processes_on_the_same_run_at_once(tmp_path):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
         res[r] = json.loads(out.strip().splitlines()[-1])
-    # (each saw the queue as it was at its own moment: the same images unless the other had already decided them)
-    assert len(res["A"]["items"]) == len(res["B"]["items"]) == n
+    # each clicked what was still in its queue (an image the other had decided leaves it)
+    assert res["A"]["items"] and res["B"]["items"]
     store = ReviewStore(root / "shared")
     log = list(reversed(store.log(limit=1000)))
     decides = [(e["ids"][0], e["decision"]) for e in log if e["action"] == "decide"]
