@@ -159,33 +159,6 @@ def soft_targets(ds: Dataset) -> np.ndarray | None:
     return np.where(s > 0, v / np.maximum(s, 1e-12), onehot)
 
 
-def dgms_split(z: np.ndarray, labels: np.ndarray, fit_mask: np.ndarray, *, n_components: int,
-               min_per_subclass: int, seed: int) -> np.ndarray:
-    """One Algorithm 2 level: per class j, an EM Gaussian mixture with k = min(n_components,
-    |Z_j| // Mc) (at least 1) components fit on the training rows of j; every row of class j
-    (training or not) gets its component. Returns (N,) global sub-labels (offset per class)."""
-    from sklearn.mixture import GaussianMixture
-
-    out = np.full(len(labels), -1, np.int64)
-    offset = 0
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        fit = rows[fit_mask[rows]]
-        k = max(1, min(int(n_components), len(fit) // max(1, min_per_subclass)))
-        if k == 1 or len(fit) < 2:
-            out[rows] = offset
-            offset += 1
-            continue
-        gm = GaussianMixture(n_components=k, covariance_type="diag", reg_covar=1e-4, n_init=2,
-                             random_state=seed).fit(z[fit])
-        comp = gm.predict(z[rows])
-        # renumber by size so empty components leave no gaps
-        used, comp = np.unique(comp, return_inverse=True)
-        out[rows] = offset + comp
-        offset += len(used)
-    return out
-
-
 # ----------------------------------------------------------------------------- the trainer
 class Trainer:
     def __init__(self, cfg: RunConfig, out: Path, *, resume: bool = False, quiet: bool = False,
@@ -356,10 +329,12 @@ class Trainer:
         for epoch in range(start_epoch, total_epochs):
             level = epoch // E
             if epoch % E == 0 and level > 0:
-                # Algorithm 2: split every class of the ORIGINAL labels into level+1 Gaussians
                 z = embed_sharded(model, images, device=dev)
-                cur_labels = dgms_split(z, y_all, is_train, n_components=level + 1,
-                                        min_per_subclass=cfg.hierarchy.min_per_subclass, seed=cfg.train.seed + level)
+                # Algorithm 2: split every class of the ORIGINAL labels into level + 1 Gaussians,
+                # fit on the training rows; every row gets its component
+                from .hierarchy import split_classes
+                cur_labels = split_classes(z, y_all, n_components=level + 1, fit_mask=is_train,
+                                           min_per_subclass=cfg.hierarchy.min_per_subclass, seed=cfg.train.seed + level)
                 self._event(progress, {"event": "level", "level": level + 1, "time": time.time(),
                                         "subclasses": int(cur_labels.max() + 1)})
                 _say(f"level {level + 1}/{L}: {int(cur_labels.max() + 1)} sub-classes", self.quiet)
