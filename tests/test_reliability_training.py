@@ -49,8 +49,11 @@ TRAIN_ARGS = ["train", "--data", "synthetic:320", "--epochs", "2", "--steps-per-
 HOOK = r'''
 import json, os, signal, sys, tempfile
 from pathlib import Path
-import pipeline.runs as R
-import pipeline.train as T
+import pipeline.runs
+import pipeline.train
+# the modules themselves (the package exports functions under the same names: pipeline.train is train())
+R = sys.modules["pipeline.runs"]
+T = sys.modules["pipeline.train"]
 
 spec = os.environ.get("RELIABILITY_KILL_AT", "")
 if spec:
