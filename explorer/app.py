@@ -108,7 +108,10 @@ def main() -> None:
     sidebar_runs(infos, usable)
     sidebar_train_form(root)
     pg = st.navigation(list(PAGES.values()))
-    pg.run()
+    # a damaged artifact a view reads outside its own guard still ends as one line, not a traceback
+    # (st.stop / st.rerun are BaseExceptions and pass through)
+    with widgets.run_guard():
+        pg.run()
 
 
 main()

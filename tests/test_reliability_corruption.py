@@ -286,12 +286,9 @@ def app_on_damaged_run(base: Path, tmp_path: Path, monkeypatch, name: str, mode:
     return seen
 
 
-EXPLORER_BUG = ("explorer: with a garbled items.parquet the Confusion and Summary pages read the items columns "
-                "(widgets.similar_button / label_captions -> data.columns) outside widgets.run_guard and crash with "
-                "Streamlit's exception box instead of one error line (reported; not fixed in explorer/ yet)")
 APP_DEFAULT = [(MANIFEST, "garble"), (MANIFEST, "newer-schema"), ("analysis/mislabels.parquet", "garble"),
                ("images.npy", "garble"),
-               pytest.param("items.parquet", "garble", marks=pytest.mark.xfail(strict=False, reason=EXPLORER_BUG))]
+               ("items.parquet", "garble")]
 
 
 @pytest.mark.parametrize("name, mode", APP_DEFAULT)
@@ -302,7 +299,6 @@ def test_app_names_the_damaged_file_and_goes_on_with_another_run(fake_base, tmp_
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.xfail(strict=False, reason=EXPLORER_BUG)
 def test_app_every_artifact_damaged_in_turn(fake_base, tmp_path, monkeypatch):
     """The full matrix for the app: every artifact of the run x truncate/garble/delete, + newer schema."""
     cases_ = cases(fake_base / "bad")
