@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import sqlite3
+import threading
 import time
 import unicodedata
 from contextlib import contextmanager
@@ -93,6 +94,19 @@ def _ids(item_ids: str | Iterable[str]) -> list[str]:
     return out
 
 
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: Path) -> threading.Lock:
+    """One lock per database within this process: the app's sessions are threads of one process,
+    and queueing them here is fair, where SQLite's busy handler sleeps and retries and can leave
+    one writer waiting past its timeout under load. Other processes still meet SQLite's lock."""
+    key = str(Path(path).resolve())
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
 class ReviewStore:
     """The review database of one run. Cheap to create; connections are opened per call."""
 
@@ -136,6 +150,10 @@ class ReviewStore:
     def _action(self, action: str, payload: dict) -> Iterator[sqlite3.Cursor]:
         """One user action = one transaction, logged in the same transaction."""
         self._ensure()
+        with _write_lock(self.path):
+            yield from self._transaction(action, payload)
+
+    def _transaction(self, action: str, payload: dict) -> Iterator[sqlite3.Cursor]:
         conn = self._connect()
         try:
             conn.execute("PRAGMA synchronous = FULL")
