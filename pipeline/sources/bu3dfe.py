@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import re
 
-from .base import FERPLUS_CLASSES, DataError, Dataset
+from .base import DataError, Dataset
 from .folder import IMAGE_EXTS, build_dataset, list_images, open_dir, subject_split
+from .jaffe import CLASSES, CODES  # the same seven expressions, coded the same way
 
-CLASSES = FERPLUS_CLASSES[:7]
-CODES = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "NE": "neutral",
-         "SA": "sadness", "SU": "surprise"}
 NAME = re.compile(r"^([FM]\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_F2D\.[A-Za-z]+$", re.IGNORECASE)
 
 
