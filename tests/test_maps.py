@@ -106,3 +106,38 @@ def test_umap_shape_and_seed(z):
     a = maps.compute_map(z, method="umap", seed=0, n_epochs=50)
     b = maps.compute_map(z, method="umap", seed=0, n_epochs=50)
     assert a.shape == (len(z), 2) and a.dtype == np.float32 and np.array_equal(a, b)
+
+
+def test_large_tsne_fits_a_sample_and_places_the_rest(z, monkeypatch):
+    """Above max_fit, t-SNE fits on a seeded sample; every other point is placed by transform,
+    near its own cluster. The fitted model sees only max_fit points."""
+    from openTSNE import TSNE
+
+    seen = []
+    real_fit = TSNE.fit
+    monkeypatch.setattr(TSNE, "fit", lambda self, X, *a, **k: seen.append(len(X)) or real_fit(self, X, *a, **k))
+    y = maps.compute_map(z, method="tsne", seed=0, max_fit=90, transform_iter=20, **FAST)
+    assert seen == [90]
+    assert y.shape == (len(z), 2) and np.isfinite(y).all()
+    # placed points land in their own cluster: nearest fitted centroid is their cluster's
+    cents = np.stack([y[i * 60:(i + 1) * 60].mean(0) for i in range(3)])
+    near = np.argmin(((y[:, None] - cents[None]) ** 2).sum(-1), axis=1)
+    assert (near == np.repeat([0, 1, 2], 60)).mean() > 0.95
+    again = maps.compute_map(z, method="tsne", seed=0, max_fit=90, transform_iter=20, **FAST)
+    assert np.array_equal(y, again)
+
+
+def test_max_fit_is_part_of_the_key_and_checked(z):
+    assert maps.map_key("tsne") != maps.map_key("tsne", max_fit=1000)
+    assert maps.map_key("umap") != maps.map_key("umap", max_fit=1000)
+    with pytest.raises(ValueError, match="max_fit"):
+        maps.compute_map(z, method="tsne", max_fit=2)
+
+
+@pytest.mark.slow
+def test_large_umap_fits_a_sample_and_places_the_rest(z):
+    y = maps.compute_map(z, method="umap", seed=0, n_epochs=50, max_fit=90)
+    assert y.shape == (len(z), 2) and np.isfinite(y).all()
+    cents = np.stack([y[i * 60:(i + 1) * 60].mean(0) for i in range(3)])
+    near = np.argmin(((y[:, None] - cents[None]) ** 2).sum(-1), axis=1)
+    assert (near == np.repeat([0, 1, 2], 60)).mean() > 0.95
