@@ -200,7 +200,9 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     hierarchy_mode: "bic" (fast per-class mixtures), "dgms" (describe the Algorithm 2 sub-labels
     that training stored: the ``dgms_subclass`` column of items.parquet, with
     ``dgms_subclass_l<i>`` level columns when present, or an earlier ``write_hierarchy``; an
-    error when there are none) or "auto" (dgms when stored, else bic). Options left None come from the run's config (hierarchy, loss.sigma, train.knn_k).
+    error when there are none) or "auto" (dgms when stored, else bic). ``knn_k``: neighbours of
+    the mislabel evidence (default :data:`pipeline.mislabels.MISLABEL_K`). Options left None come
+    from the run's config (hierarchy, loss.sigma).
     Returns {"subclass": ..., "mislabels": ..., "timings": {step: seconds}}.
     """
     say = log or (lambda _msg: None)
@@ -212,7 +214,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     max_components = int(max_components if max_components is not None else hcfg.get("max_components", 5))
     min_per_subclass = int(min_per_subclass if min_per_subclass is not None else hcfg.get("min_per_subclass", 64))
     topk = int(topk if topk is not None else hcfg.get("topk", 16))
-    knn_k = int(knn_k if knn_k is not None else cfg.get("train", {}).get("knn_k", 11))
+    knn_k = int(knn_k if knn_k is not None else mis.MISLABEL_K)
     sigma = float(sigma if sigma is not None else cfg.get("loss", {}).get("sigma", 0.5))
     classes = run.classes
     items = run.items()
@@ -249,8 +251,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     # Cross-fit evidence comes from embeddings that never saw the image's label, but from models
     # trained on (K-1)/K of the data; pooled with leave-one-out on the full model. Synthetic run,
     # 2 folds: AP leave-one-out 0.915, cross-fit 0.768, pooled 0.917.
-    ev = mis.evidence_from_arrays(0.5 * (ev_loo.post + ev_cf.post), 0.5 * (ev_loo.votes + ev_cf.votes)) \
-        if crossfit else ev_loo
+    ev = mis.pool(ev_loo, ev_cf) if crossfit else ev_loo
     table = mis.scores(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma, seed=seed,
                        classes=classes, evidence=ev)
     run.put_table("analysis/mislabels.parquet", table)

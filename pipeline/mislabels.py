@@ -6,7 +6,10 @@ part of its own evidence:
 
 * the SGM posterior (Eq. 5, a softmax over ``-||z - mu_j||^2 / (2 sigma^2)``) against class means
   computed WITHOUT the image: for a training image of class y, ``mu_y = (n_y mu_y - z_i) / (n_y - 1)``;
-* the vote of its k nearest training neighbours, leaving the image itself out.
+* the vote of its k nearest training neighbours, leaving the image itself out, each neighbour's
+  vote weighted by how well ITS label agrees with ITS own neighbours (the image being judged left
+  out of that count too): a neighbour whose own label its neighbourhood contradicts is probably
+  wrong itself and should not outvote the rest. See :func:`trusted_votes`.
 
 Neither piece reads the image's own label: flipping ``labels[i]`` leaves row i of both evidence
 arrays unchanged (see :func:`oos_evidence`); the label only decides which entry is "given".
@@ -22,12 +25,15 @@ from scipy.special import log_softmax
 
 __all__ = ["Evidence", "oos_evidence", "evidence_from_arrays", "scores", "knn_probs", "cleanlab_scores"]
 
-# Weight of (1 - posterior of the given label) next to the kNN disagreement in ``score``. Measured
-# (average precision against known wrong labels, k = 11): synthetic 0.888 / 0.888 (weight 1 /
-# 0.25), synthetic after 3 DGMS levels 0.932 / 0.939, 5k FER+ images with FER2013's labels
-# 0.522 / 0.536 (cleanlab on the kNN votes 0.527). The vote leads; the posterior, continuous,
-# orders images within one vote count and tips close calls.
-POSTERIOR_WEIGHT = 0.25
+# Weight of (1 - posterior of the given label) next to the kNN disagreement in ``score``. The
+# (trust-weighted) vote leads; the posterior, continuous, orders images within one vote count and
+# tips close calls. Measured in docs/RESULTS.md (average precision against known wrong labels).
+POSTERIOR_WEIGHT = 0.1
+
+# Neighbours for the mislabel evidence. More than the paper's K = 11 for classification: the
+# label of one image is judged, and 25 noisy neighbours outvote chance better than 11 (9k FER+
+# images with FER2013's labels: AP 0.584 -> 0.598; synthetic 0.919 -> 0.930; RESULTS.md).
+MISLABEL_K = 25
 
 # Laplace smoothing of the kNN vote distribution handed to cleanlab (counts + alpha) / (k + C alpha).
 KNN_ALPHA = 0.5
@@ -41,6 +47,8 @@ class Evidence:
     votes:      (N, C) float64, label counts among the k nearest training neighbours (self excluded)
     neighbours: (N, k) int64, rows of those neighbours (nearest first)
     distances:  (N, k) float64, their Euclidean distances
+    trusted:    (N, C) float64 or None, the votes weighted by each neighbour's trust and rescaled
+                to sum to k (:func:`trusted_votes`); None where there are no neighbour rows
     """
 
     log_post: np.ndarray
@@ -48,6 +56,12 @@ class Evidence:
     neighbours: np.ndarray
     distances: np.ndarray
     n_votes: int | None = None      # votes per image when there are no neighbour rows (cross-fit)
+    trusted: np.ndarray | None = None
+
+    @property
+    def score_votes(self) -> np.ndarray:
+        """The votes the score reads: trust-weighted when available, else the plain counts."""
+        return self.trusted if self.trusted is not None else self.votes
 
     @property
     def post(self) -> np.ndarray:
@@ -58,16 +72,56 @@ class Evidence:
         return int(self.n_votes) if self.n_votes is not None else int(self.neighbours.shape[1])
 
 
-def evidence_from_arrays(post: np.ndarray, votes: np.ndarray) -> Evidence:
+def evidence_from_arrays(post: np.ndarray, votes: np.ndarray, trusted: np.ndarray | None = None) -> Evidence:
     """Evidence from arrays computed elsewhere, e.g. training's cross-fit (``crossfit_posterior``
-    and ``crossfit_votes``: (N, C) from fold models that never saw the image). No neighbour rows."""
+    and ``crossfit_votes``: (N, C) from fold models that never saw the image). No neighbour rows.
+    ``trusted``: trust-weighted votes on the same scale as ``votes``, when known."""
     post = np.asarray(post, dtype=np.float64)
     votes = np.asarray(votes, dtype=np.float64)
     p = np.clip(post, 1e-300, None)
     log_post = np.log(p / p.sum(1, keepdims=True))
     n = votes.shape[0]
     return Evidence(log_post=log_post, votes=votes, neighbours=np.zeros((n, 0), np.int64),
-                    distances=np.zeros((n, 0)), n_votes=max(1, int(round(float(votes.sum(1).max())))) if n else 1)
+                    distances=np.zeros((n, 0)), n_votes=max(1, int(round(float(votes.sum(1).max())))) if n else 1,
+                    trusted=None if trusted is None else np.asarray(trusted, dtype=np.float64))
+
+
+def pool(a: Evidence, b: Evidence) -> Evidence:
+    """The mean of two kinds of evidence (e.g. leave-one-out and cross-fit), each vote array
+    first put on the scale of ``a``'s k (the fold models may use another k)."""
+    ka, kb = max(a.k, 1), max(b.k, 1)
+    votes = 0.5 * (a.votes + b.votes * (ka / kb))
+    trusted = 0.5 * (a.score_votes + b.score_votes * (ka / kb))
+    ev = evidence_from_arrays(0.5 * (a.post + b.post), votes, trusted)
+    ev.n_votes = ka
+    return ev
+
+
+def trusted_votes(labels: np.ndarray, neighbours: np.ndarray, n_classes: int, *, chunk: int = 65536) -> np.ndarray:
+    """(N, C) neighbour votes, each weighted by the neighbour's trust, rescaled to sum to k.
+
+    The trust of neighbour j, as seen by image i, is (a + 1) / (m + 2): a of the m neighbours of
+    j (i itself left out when it is one of them) carry j's label. So image i's own label never
+    enters its own evidence, not even through its neighbours' trust. labels: (N,) int;
+    neighbours: (N, k) rows (every row of ``neighbours[j]`` must be a valid row).
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    nb = np.asarray(neighbours, dtype=np.int64)
+    N, k = nb.shape
+    out = np.zeros((N, n_classes))
+    if k == 0 or N == 0:
+        return out
+    agree = (labels[nb] == labels[:, None]).sum(1).astype(np.float64)     # a_j over all of j's neighbours
+    for s in range(0, N, chunk):
+        i = np.arange(s, min(N, s + chunk))
+        j = nb[i]                                                           # (n, k)
+        i_in_nj = (nb[j] == i[:, None, None]).any(2)                        # (n, k): is i a neighbour of j
+        a = agree[j] - (i_in_nj & (labels[i][:, None] == labels[j]))        # i's vote on j removed
+        m = k - i_in_nj
+        w = (a + 1.0) / (m + 2.0)
+        np.add.at(out, (np.repeat(i - s, k) + s, labels[j].ravel()), w.ravel())
+    tot = out.sum(1, keepdims=True)
+    return np.divide(out * k, tot, out=np.zeros_like(out), where=tot > 0)
 
 
 def _loo_sq_dist(z: np.ndarray, labels: np.ndarray, train: np.ndarray, C: int,
@@ -182,7 +236,7 @@ def _ivf_knn(z: np.ndarray, ref: np.ndarray, k: int, *, seed: int, n_probe: int 
 
 
 def oos_evidence(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
-                 class_means: np.ndarray | None = None, k: int = 11, sigma: float = 0.5,
+                 class_means: np.ndarray | None = None, k: int = MISLABEL_K, sigma: float = 0.5,
                  n_classes: int | None = None, seed: int = 0,
                  exact_max_pairs: float = EXACT_MAX_PAIRS) -> Evidence:
     """Out-of-sample posterior and kNN votes for every image (see :class:`Evidence`).
@@ -208,7 +262,8 @@ def oos_evidence(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
     votes = np.zeros((z.shape[0], C))
     if nb.shape[1]:
         np.add.at(votes, (np.repeat(np.arange(z.shape[0]), nb.shape[1]), labels[nb].ravel()), 1.0)
-    return Evidence(log_post=log_post, votes=votes, neighbours=nb, distances=dist)
+    return Evidence(log_post=log_post, votes=votes, neighbours=nb, distances=dist,
+                    trusted=trusted_votes(labels, nb, C))
 
 
 def knn_probs(votes: np.ndarray, *, alpha: float = KNN_ALPHA) -> np.ndarray:
@@ -226,14 +281,15 @@ def _rank(score: np.ndarray) -> np.ndarray:
 
 
 def scores(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
-           class_means: np.ndarray | None = None, k: int = 11, sigma: float = 0.5, seed: int = 0,
+           class_means: np.ndarray | None = None, k: int = MISLABEL_K, sigma: float = 0.5, seed: int = 0,
            classes: list[str] | None = None, cleanlab_probs: str = "knn",
            posterior_weight: float = POSTERIOR_WEIGHT, evidence: Evidence | None = None) -> pd.DataFrame:
     """Per-image mislabel scores (the ``analysis/mislabels.parquet`` table, RUN_FORMAT.md).
 
     z: (N, D) float32; labels: (N,) int given labels; train_mask: (N,) bool reference rows.
     Returns N rows: ``score`` = knn_disagree + posterior_weight * (1 - p_given_oos) (higher =
-    more suspicious),
+    more suspicious; ``knn_disagree`` is 1 - the trust-weighted share of neighbours carrying the
+    given label, see :func:`trusted_votes`),
     ``suggested`` (the most likely class other than the given one, by the mean of the two
     out-of-sample distributions), ``p_given_oos``, ``knn_disagree``, ``rank`` (1 = worst), and
     cleanlab's ``cleanlab_score`` (label quality, lower = worse), ``cleanlab_rank``,
@@ -252,9 +308,10 @@ def scores(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
     post = ev.post
     p_given = post[rows, labels]
     kk = max(ev.k, 1)
-    knn_disagree = 1.0 - ev.votes[rows, labels] / kk
+    sv = ev.score_votes
+    knn_disagree = np.clip(1.0 - sv[rows, labels] / kk, 0.0, 1.0)
     score = knn_disagree + float(posterior_weight) * (1.0 - p_given)
-    evidence = 0.5 * (post + ev.votes / kk)
+    evidence = 0.5 * (post + sv / kk)
     alt = evidence.copy()
     alt[rows, labels] = -np.inf
     suggested = alt.argmax(1) if C > 1 else labels.copy()

@@ -77,12 +77,14 @@ def test_an_image_own_label_never_enters_its_own_evidence(i, new, seed):
     # row i: the same neighbours, the same votes, the same posterior over all classes
     assert np.array_equal(a.neighbours[i], b.neighbours[i])
     assert np.array_equal(a.votes[i], b.votes[i])
+    # nor through the trust of its neighbours (i's vote on them is left out)
+    assert np.allclose(a.trusted[i], b.trusted[i], rtol=0, atol=1e-12)
     assert np.allclose(a.log_post[i], b.log_post[i], rtol=0, atol=1e-9)
     # so the given label only decides which entry is read
     da = M.scores(z, given, train_mask=train)
     db = M.scores(z, flipped, train_mask=train)
     assert db["p_given_oos"].iloc[i] == pytest.approx(np.exp(a.log_post[i, new]), abs=1e-9)
-    assert db["knn_disagree"].iloc[i] == pytest.approx(1 - a.votes[i, new] / a.k)
+    assert db["knn_disagree"].iloc[i] == pytest.approx(1 - a.trusted[i, new] / a.k)
     assert da["p_given_oos"].iloc[i] == pytest.approx(np.exp(a.log_post[i, given[i]]), abs=1e-9)
 
 
@@ -92,6 +94,34 @@ def test_an_image_is_never_its_own_neighbour_even_with_duplicates():
     ev = M.oos_evidence(z, labels, train_mask=np.ones(20, bool), k=5)
     assert ev.neighbours.shape == (20, 5)
     assert not (ev.neighbours == np.arange(20)[:, None]).any()
+
+
+def test_trusted_votes_match_a_slow_loop():
+    """Each neighbour j of i weighs (a + 1) / (m + 2): a of j's m neighbours other than i share
+    j's label. The weighted votes are rescaled to sum to k."""
+    z, given, _, _, train = noisy_blobs(seed=3, n=200)
+    ev = M.oos_evidence(z, given, train_mask=train, k=7, n_classes=4)
+    nb = ev.neighbours
+    for i in range(0, 200, 13):
+        w = np.zeros(4)
+        for j in nb[i]:
+            others = [m for m in nb[j] if m != i]
+            a = sum(given[m] == given[j] for m in others)
+            w[given[j]] += (a + 1) / (len(others) + 2)
+        assert np.allclose(ev.trusted[i], w * 7 / w.sum())
+
+
+def test_a_neighbour_its_own_neighbourhood_contradicts_counts_less():
+    """Two neighbours of row 0 say 'b' but sit among 'a's (so they are the likely errors); the
+    plain vote is 3 a : 2 b, the trusted one leans much further to 'a'."""
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(0, 0.3, (30, 2)), rng.normal(10, 0.3, (30, 2))]).astype(np.float32)
+    labels = np.array([0] * 30 + [1] * 30)
+    labels[[1, 2]] = 1
+    z[1], z[2] = z[0] + 0.01, z[0] - 0.01
+    ev = M.oos_evidence(z, labels, train_mask=np.ones(60, bool), k=5)
+    assert {1, 2} <= set(ev.neighbours[0]) and ev.votes[0, 1] == 2
+    assert ev.trusted[0, 1] < 0.7 * ev.votes[0, 1]
 
 
 def test_table_format():
