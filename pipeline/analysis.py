@@ -193,14 +193,18 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
             hierarchy_mode: str = "auto", summary_size: int = 32, seed: int = 0,
             knn_k: int | None = None, sigma: float | None = None,
             max_components: int | None = None, min_per_subclass: int | None = None,
-            topk: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+            topk: int | None = None, features: str | None = None,
+            log: Callable[[str], None] | None = None) -> dict:
     """Compute and store every analysis of the run at ``run_path``; return what was measured.
 
     maps: the map methods to compute (or read back), with :data:`pipeline.maps.DEFAULTS`.
     hierarchy_mode: "bic" (fast per-class mixtures), "dgms" (describe the Algorithm 2 sub-labels
     that training stored: the ``dgms_subclass`` column of items.parquet, with
     ``dgms_subclass_l<i>`` level columns when present, or an earlier ``write_hierarchy``; an
-    error when there are none) or "auto" (dgms when stored, else bic). ``knn_k``: neighbours of
+    error when there are none) or "auto" (dgms when stored, else bic). ``features``: what the
+    fast mode fits on, "embedding", "posterior+votes" (:func:`pipeline.hierarchy.crowd_features`;
+    needs the crowd votes training stores as ``vote_<class>`` columns) or "auto" (the latter when
+    the run has votes). ``knn_k``: neighbours of
     the mislabel evidence (default :data:`pipeline.mislabels.MISLABEL_K`). Options left None come
     from the run's config (hierarchy, loss.sigma).
     Returns {"subclass": ..., "mislabels": ..., "timings": {step: seconds}}.
@@ -216,11 +220,24 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     topk = int(topk if topk is not None else hcfg.get("topk", 16))
     knn_k = int(knn_k if knn_k is not None else mis.MISLABEL_K)
     sigma = float(sigma if sigma is not None else cfg.get("loss", {}).get("sigma", 0.5))
+    features = str(features if features is not None else hcfg.get("features", "auto"))
+    if features not in ("auto",) + hier.FEATURES:
+        raise ValueError(f"features must be auto, {' or '.join(hier.FEATURES)}, not {features!r}")
     classes = run.classes
     items = run.items()
     z = np.asarray(run.embeddings(), dtype=np.float32)
     labels = items["label"].to_numpy(np.int64)
     train = (items["split"] == "train").to_numpy()
+    cm = np.asarray(run.array("class_means.npy"), dtype=np.float64) if run.has("class_means.npy") else None
+    if cm is not None and cm.shape != (len(classes), z.shape[1]):
+        cm = None
+    vote_cols = [f"vote_{c}" for c in classes]
+    has_votes = all(c in items.columns for c in vote_cols)
+    if features == "auto":
+        features = "posterior+votes" if has_votes else "embedding"
+    if features == "posterior+votes" and not has_votes:
+        raise ValueError(f"{run.path}: the run holds no crowd votes (vote_<class> columns); "
+                         "use features 'embedding'")
 
     # -- sub-classes
     t0 = time.perf_counter()
@@ -231,6 +248,15 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
         raise ValueError(f"{run.path}: no Algorithm 2 sub-classes stored (train with --levels > 1)")
     if stored is not None:
         h = hier.describe(z, stored[0], labels, topk=topk, mode="dgms", levels=stored[1])
+    elif features == "posterior+votes":
+        means = cm if cm is not None else np.stack([
+            z[train & (labels == c)].mean(0) if (train & (labels == c)).any() else np.full(z.shape[1], np.inf)
+            for c in range(len(classes))])
+        feats = hier.crowd_features(z, np.nan_to_num(means, posinf=1e6), items[vote_cols].to_numpy(np.float64),
+                                    sigma=sigma)
+        # 2C low-dimensional features: full covariances (the embedding's 64 dims need diagonal ones)
+        h = hier.fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
+                          seed=seed, topk=topk, features=feats, features_name=features, covariance_type="full")
     else:
         h = hier.fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
                           seed=seed, topk=topk)
@@ -240,9 +266,6 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
 
     # -- mislabels
     t0 = time.perf_counter()
-    cm = np.asarray(run.array("class_means.npy"), dtype=np.float64) if run.has("class_means.npy") else None
-    if cm is not None and cm.shape != (len(classes), z.shape[1]):
-        cm = None
     ev_loo = mis.oos_evidence(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma,
                               n_classes=len(classes), seed=seed)
     crossfit = run.has("crossfit_posterior.npy") and run.has("crossfit_votes.npy")
@@ -273,7 +296,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     run.save_manifest()
 
     # -- scores against ground truth, into metrics.json
-    sub_metrics: dict = {"mode": h.mode, "n_subclasses": h.n_subclasses,
+    sub_metrics: dict = {"mode": h.mode, "features": h.features, "n_subclasses": h.n_subclasses,
                          "per_class": {classes[c]: {"subclasses": int((h.sub_class == c).sum())}
                                        for c in range(len(classes))}}
     if "gt_subclass" in items.columns:

@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("run")
     an.add_argument("--maps", default="tsne,umap,pca", help="comma-separated: tsne, umap, pca (or none)")
     an.add_argument("--max-components", type=int, default=None)
+    an.add_argument("--subclass-features", choices=("auto", "embedding", "posterior+votes"), default=None,
+                    help="what the per-class mixtures are fit on (default auto: the SGM posterior and the "
+                         "crowd's votes when the data has votes, else the embedding)")
     an.add_argument("--seed", type=int, default=0)
 
     s = sub.add_parser("similar", help="nearest images in a run to a new picture")
@@ -142,6 +145,8 @@ def _cmd_analyze(a) -> int:
     kw = {"maps": maps, "seed": a.seed}
     if a.max_components is not None:
         kw["max_components"] = a.max_components
+    if a.subclass_features is not None:
+        kw["features"] = a.subclass_features
     analyze(a.run, **kw)
     print(f"analysis of {a.run} written in {time.time() - t0:.1f} s")
     return 0

@@ -234,3 +234,31 @@ def test_scores_against_truth_are_exact_on_perfect_input():
     assert m["ours"]["ap"] == 1 and m["ours"]["precision_at_k"] == 1 and m["base_rate"] == 0.25
     assert m["cleanlab"]["issues"] == {"n_flagged": 2, "precision": 1.0, "recall": 1.0}
     assert m["cleanlab"]["precision_at_k"] == 0.5                  # ranks rows 0, 1 first
+
+
+def test_crowd_votes_switch_the_fast_mode_to_posterior_and_votes(tmp_path):
+    """With vote_<class> columns (what training stores for FER+-like sources) "auto" fits the
+    mixtures on the posterior and the votes; "embedding" forces the embedding; asking for votes a
+    run lacks is a one-line error naming the fix."""
+    path = make_run(tmp_path / "run")
+    run = open_run(path)
+    items = run.items()
+    rng = np.random.default_rng(0)
+    hidden = items["gt_subclass"].to_numpy()
+    # each hidden sub-group's images lean to its own other class
+    lean = (items["label"].to_numpy() + 1 + hidden % 2) % 3
+    n_lean = rng.integers(2, 5, len(items))              # 2 to 4 of 10 annotators hesitate
+    for j, c in enumerate(CLASSES):
+        items[f"vote_{c}"] = np.where(items["label"] == j, 10.0 - n_lean, 0.0) + np.where(lean == j, n_lean, 0.0)
+    run.put_table("items.parquet", items)
+    run.save_manifest()
+    out = A.analyze(path, maps=())
+    assert out["subclass"]["features"] == "posterior+votes"
+    assert open_run(path).json("analysis/subclasses.json")["features"] == "posterior+votes"
+    assert out["subclass"]["nmi_within"] > 0.8
+    out = A.analyze(path, maps=(), features="embedding")
+    assert out["subclass"]["features"] == "embedding"
+    plain = make_run(tmp_path / "plain")
+    with pytest.raises(ValueError, match="no crowd votes"):
+        A.analyze(plain, maps=(), features="posterior+votes")
+    assert A.analyze(plain, maps=())["subclass"]["features"] == "embedding"

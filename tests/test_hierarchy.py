@@ -146,3 +146,50 @@ def test_large_classes_are_fit_on_a_seeded_sample():
     assert np.array_equal(a.labels, b.labels)
     assert a.size.sum() == len(z)                      # every image assigned, not just the sample
     assert nmi(hid, a.labels) > 0.9
+
+
+def test_crowd_features_are_hellinger_coordinates_of_posterior_and_votes():
+    z = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
+    mu = np.array([[0.0, 0.0], [1.0, 0.0]])
+    votes = np.array([[10, 0], [2, 8], [0, 0]])          # the last row has no votes at all
+    f = H.crowd_features(z, mu, votes, sigma=0.5)
+    assert f.shape == (3, 4) and f.dtype == np.float32
+    post0 = np.exp([0, -2.0]) / np.exp([0, -2.0]).sum()   # -d^2 / (2 sigma^2) = [0, -2]
+    assert np.allclose(f[0, :2] ** 2, post0, atol=1e-6)
+    assert np.allclose(f[1, 2:] ** 2, [0.2, 0.8], atol=1e-6)
+    assert np.allclose(f[2, :2] ** 2, [0.5, 0.5], atol=1e-6) and np.all(f[2, 2:] == 0)
+    with pytest.raises(ValueError, match="votes shape"):
+        H.crowd_features(z, mu, votes[:, :1], sigma=0.5)
+
+
+def test_fast_mode_on_crowd_features_finds_groups_the_embedding_hides():
+    """One class whose embedding is one blob with a large nuisance spread, while half its images
+    lean to class 1 and half to class 2 for the crowd: the embedding mixture sees one group, the
+    crowd features see the two."""
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    rng = np.random.default_rng(0)
+    n = 400
+    hidden = np.repeat([0, 1], n // 2)
+    z = rng.normal(0, 1.0, (n, 8))
+    z[:, 0] += np.where(hidden == 0, 0.15, -0.15)          # the lean barely moves the embedding
+    labels = np.zeros(n, int)
+    lean = rng.integers(2, 5, n)                             # 2 to 4 of 10 votes to the lean class
+    votes = np.zeros((n, 3))
+    votes[:, 0] = 10 - lean
+    votes[np.arange(n), 1 + hidden] = lean
+    mu = np.array([np.zeros(8), np.r_[4.0, np.zeros(7)], np.r_[-4.0, np.zeros(7)]])
+    plain = H.fit_fast(z, labels, max_components=4, min_per_subclass=50)
+    crowd = H.fit_fast(z, labels, max_components=4, min_per_subclass=50, covariance_type="full",
+                       features=H.crowd_features(z, mu, votes, sigma=2.0), features_name="posterior+votes")
+    assert crowd.features == "posterior+votes" and plain.features == "embedding"
+    # vote counts are integers (a lattice), so BIC may cut a group by its count of lean votes;
+    # what matters is that no found sub-class mixes the two hidden groups
+    purity = sum(np.bincount(hidden[crowd.labels == s]).max() for s in np.unique(crowd.labels)) / n
+    assert purity > 0.95 and nmi(hidden, crowd.labels) > 0.5
+    assert nmi(hidden, plain.labels) < 0.1
+    # described in the embedding all the same: means are embedding means
+    assert crowd.means.shape == (crowd.n_subclasses, 8)
+    assert H.to_json(crowd, ["a", "b", "c"])["features"] == "posterior+votes"
+    with pytest.raises(ValueError, match="rows"):
+        H.fit_fast(z, labels, features=np.zeros((3, 2)))
