@@ -61,7 +61,9 @@ if isinstance(sub, dict) or isinstance(mis, dict):
             st.subheader("Sub-classes")
             st.write(f"{sub.get('n_subclasses', '?')} sub-classes found ({md(sub.get('mode', '?'))} mode).")
             if sub.get("nmi") is not None:
-                st.write(f"Agreement with the hidden sub-classes: NMI {100 * float(sub['nmi']):.1f} %.")
+                st.write(f"Agreement with the hidden sub-classes: NMI {100 * float(sub['nmi']):.1f} %"
+                         + (f", {100 * float(sub['nmi_within']):.1f} % within classes."
+                            if sub.get("nmi_within") is not None else "."))
     if isinstance(mis, dict):
         with c2:
             st.subheader("Mislabels")
