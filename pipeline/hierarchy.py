@@ -214,7 +214,7 @@ def _fit_fast(z, labels, *, max_components, min_per_subclass, seed, topk, covari
         zf = z64[fit]
         scale = len(rows) / len(fit)
         kmax = _cap(len(rows), max_components, min_per_subclass)
-        best_bic, best_k, best_gm = np.inf, 1, None
+        best_bic, best_k, best_gm, best_keep = np.inf, 1, None, None
         curve = []
         for k in range(1, kmax + 1):
             if len(fit) < 2:
@@ -223,15 +223,35 @@ def _fit_fast(z, labels, *, max_components, min_per_subclass, seed, topk, covari
             gm = _gmm(k, seed, covariance_type).fit(zf)
             bic = float(gm.bic(zf))
             curve.append((k, bic))
-            if k > 1 and np.bincount(gm.predict(zf), minlength=k).min() * scale < min_per_subclass / 2:
+            keep = _browsable(gm, zf, scale, min_per_subclass) if k > 1 else np.ones(1, bool)
+            if keep.sum() < 2 and k > 1:
                 continue
             if bic < best_bic:
-                best_bic, best_k, best_gm = bic, k, gm
+                best_bic, best_k, best_gm, best_keep = bic, k, gm, keep
         curves[int(c)] = curve
-        sub[rows] = offset + (best_gm.predict(z64[rows]) if best_k > 1 else 0)
+        if best_k > 1:
+            # a component too small to browse (often a pile of identical feature rows) keeps its
+            # place in the mixture, but its images join their most likely browsable component
+            proba = best_gm.predict_proba(z64[rows])
+            sub[rows] = offset + np.flatnonzero(best_keep)[proba[:, best_keep].argmax(1)]
         offset += best_k
     sub = relabel_compact(sub, labels)
     return describe(z, sub, labels, topk=topk, mode="bic", bic=curves)
+
+
+def _browsable(gm, zf: np.ndarray, scale: float, min_per_subclass: int) -> np.ndarray:
+    """(k,) bool: the components that keep at least Mc / 2 images (scaled to the whole class)
+    once the smaller ones are dropped one by one, smallest first, and their images reassigned
+    to the most likely remaining component."""
+    proba = gm.predict_proba(zf)
+    keep = np.ones(proba.shape[1], bool)
+    while keep.sum() > 1:
+        counts = np.bincount(np.flatnonzero(keep)[proba[:, keep].argmax(1)], minlength=len(keep)) * scale
+        small = np.flatnonzero(keep & (counts < min_per_subclass / 2))
+        if not len(small):
+            break
+        keep[small[np.argmin(counts[small])]] = False
+    return keep
 
 
 # ----------------------------------------------------------------------------- description

@@ -193,3 +193,25 @@ def test_fast_mode_on_crowd_features_finds_groups_the_embedding_hides():
     assert H.to_json(crowd, ["a", "b", "c"])["features"] == "posterior+votes"
     with pytest.raises(ValueError, match="rows"):
         H.fit_fast(z, labels, features=np.zeros((3, 2)))
+
+
+def test_a_component_too_small_to_browse_joins_its_likeliest_neighbour():
+    """Two groups of 150 and a tight pile of 20 (what integer vote counts produce): the 3-component
+    mixture gives the pile its own component. Under Mc / 2 images it is not a sub-class anyone
+    can browse, so it is dropped and its rows go to their likeliest kept component; the two
+    groups survive (before, such a fit was thrown away whole, and with every k > 1 holding the
+    pile a class came out as one sub-class: FER+-like votes did this to 'neutral')."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 0.3, (150, 3)) + [2, 0, 0]
+    b = rng.normal(0, 0.3, (150, 3)) - [2, 0, 0]
+    pile = np.tile([[0.0, 3.0, 0.0]], (20, 1)) + rng.normal(0, 1e-3, (20, 3))
+    z = np.concatenate([a, b, pile])
+    gm = H._gmm(3, 0, "full").fit(z)
+    counts = np.bincount(gm.predict(z), minlength=3)
+    assert sorted(counts) == [20, 150, 150]
+    keep = H._browsable(gm, z, 1.0, 60)
+    assert keep.sum() == 2 and not keep[np.argmin(counts)]
+    h = H.fit_fast(z, np.zeros(len(z), int), max_components=4, min_per_subclass=60, covariance_type="full")
+    assert h.n_subclasses == 2 and h.size.min() >= 30
+    assert len(np.unique(h.labels[:150])) == 1 and len(np.unique(h.labels[150:300])) == 1
+    assert h.labels[0] != h.labels[150]
