@@ -51,6 +51,8 @@ class HierarchyConfig:
     levels: int = 1                    # L in Algorithm 2; 1 = plain Algorithm 1 training
     min_per_subclass: int = 64         # Mc
     max_components: int = 5            # cap for the fast BIC mode
+    features: str = "auto"            # what sub-class mixtures fit on: "embedding", "posterior+votes",
+                                       # or "auto" (posterior+votes when the data has crowd votes)
     topk: int = 16
 
 

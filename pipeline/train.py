@@ -185,6 +185,8 @@ class Trainer:
             raise TrainingError(f"--per-class {c.train.per_class} must be a multiple of the {world} processes")
         if c.hierarchy.levels > 1 and c.loss.name == "softmax":
             raise TrainingError("--levels > 1 (Algorithm 2) needs a metric loss: sgm or triplet")
+        if c.hierarchy.features not in ("auto", "embedding", "posterior+votes"):
+            raise TrainingError(f"sub-class features must be auto, embedding or posterior+votes, not {c.hierarchy.features!r}")
         if c.loss.sigma <= 0 or not math.isfinite(c.loss.sigma):
             raise TrainingError(f"sigma must be a positive number, not {c.loss.sigma}")
         if not math.isfinite(c.train.lr) or c.train.lr <= 0:
@@ -332,9 +334,18 @@ class Trainer:
                 z = embed_sharded(model, images, device=dev)
                 # Algorithm 2: split every class of the ORIGINAL labels into level + 1 Gaussians,
                 # fit on the training rows; every row gets its component
-                from .hierarchy import split_classes
-                cur_labels = split_classes(z, y_all, n_components=level + 1, fit_mask=is_train,
-                                           min_per_subclass=cfg.hierarchy.min_per_subclass, seed=cfg.train.seed + level)
+                from .hierarchy import crowd_features, split_classes
+                split_on, cov = z, "diag"
+                if cfg.hierarchy.features in ("auto", "posterior+votes") and ds.votes is not None:
+                    # the split follows how images are read (posterior + crowd votes); the SGM
+                    # rounds that follow teach the embedding to separate those groups by appearance
+                    zt, yt = z[train_rows], y_all[train_rows]
+                    mu = np.stack([zt[yt == c].mean(0) if (yt == c).any() else np.full(z.shape[1], 1e6)
+                                   for c in range(ds.num_classes)])
+                    split_on, cov = crowd_features(z, mu, ds.votes, sigma=cfg.loss.sigma), "full"
+                cur_labels = split_classes(split_on, y_all, n_components=level + 1, fit_mask=is_train,
+                                           min_per_subclass=cfg.hierarchy.min_per_subclass, seed=cfg.train.seed + level,
+                                           covariance_type=cov)
                 self._event(progress, {"event": "level", "level": level + 1, "time": time.time(),
                                         "subclasses": int(cur_labels.max() + 1)})
                 _say(f"level {level + 1}/{L}: {int(cur_labels.max() + 1)} sub-classes", self.quiet)
