@@ -19,6 +19,10 @@ def main(argv: list[str]) -> None:
         from .maps import map_task
 
         map_task(args)
+    elif task == "bigmap":
+        from .large_maps import bigmap_task
+
+        bigmap_task(args)
     elif task == "analyze":
         from .analyze import analyze_task
 

@@ -124,3 +124,17 @@ def test_an_overrun_is_shared_by_every_job_still_to_come(tmp_path):
     first = next(iter(nominal))
     assert s.budget(first) == pytest.approx(nominal[first] * (p.total_s / 2) / sum(nominal.values()), rel=0.05)
     assert first not in s.pending
+
+
+@pytest.mark.slow
+def test_large_maps_fit_a_sample_and_place_the_rest(tmp_path):
+    """python -m bench.large_maps at toy size: both methods finish, placed points land with their
+    class, the JSON holds the table."""
+    from bench.large_maps import main
+
+    out = tmp_path / "lm.json"
+    assert main(["--n", "3000", "--max-fit", "1000", "--out", str(out), "--budget", "300"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["method"] for r in rows] == ["tsne", "umap"]
+    for r in rows:
+        assert r["max_fit"] == 1000 and r["whole_map_s"] > 0 and r["placed_agreement"] > 0.9
