@@ -97,7 +97,7 @@ def pool(a: Evidence, b: Evidence) -> Evidence:
     return ev
 
 
-def trusted_votes(labels: np.ndarray, neighbours: np.ndarray, n_classes: int, *, chunk: int = 65536) -> np.ndarray:
+def trusted_votes(labels: np.ndarray, neighbours: np.ndarray, n_classes: int, *, chunk: int = 8192) -> np.ndarray:
     """(N, C) neighbour votes, each weighted by the neighbour's trust, rescaled to sum to k.
 
     The trust of neighbour j, as seen by image i, is (a + 1) / (m + 2): a of the m neighbours of
