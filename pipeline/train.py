@@ -313,6 +313,11 @@ class Trainer:
             start_epoch = int(ck["epoch"])
             best = float(ck.get("best", -1.0))
             cur_labels = ck["labels"].numpy().astype(np.int64)
+            # a kill after a checkpoint's rename but before the manifest leaves the manifest with the
+            # previous epoch's size for it; a resume with nothing left to train would keep that
+            for name in ("last.pt", "best.pt"):
+                if (ckdir / name).exists():
+                    run.register(f"checkpoints/{name}")
             _say(f"resuming {run.path} after epoch {start_epoch}", self.quiet)
         elif self.resume:
             _say(f"no checkpoint in {run.path}; starting from the first epoch", self.quiet)
