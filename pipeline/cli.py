@@ -27,7 +27,8 @@ def build_config(a: argparse.Namespace) -> RunConfig:
                           compile=a.compile, bf16=not a.no_bf16, knn_k=a.knn_k,
                           crossfit=a.crossfit),
         hierarchy=HierarchyConfig(levels=a.levels, min_per_subclass=a.min_per_subclass,
-                                  max_components=a.max_components, topk=a.topk),
+                                  max_components=a.max_components, topk=a.topk,
+                                  features=getattr(a, "subclass_features", None) or "auto"),
     )
 
 
@@ -69,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--min-per-subclass", type=int, default=64, help="Mc of Algorithm 2")
     t.add_argument("--max-components", type=int, default=5)
     t.add_argument("--topk", type=int, default=16)
+    t.add_argument("--subclass-features", choices=("auto", "embedding", "posterior+votes"), default="auto",
+                   help="what Algorithm 2's per-class mixtures (and analyze's, unless told otherwise) fit on; "
+                        "auto: the SGM posterior and the crowd's votes when the data has votes, else the embedding")
     t.add_argument("--analyze", action="store_true", help="run `analyze` when training is done")
     t.add_argument("--no-progress-bar", action="store_true")
     t.add_argument("--quiet", action="store_true")

@@ -115,6 +115,24 @@ def test_dgms_levels_produce_subclasses(tmp_path):
     assert levels == [2, 3]                # the level counter advances
 
 
+def test_dgms_split_features_embedding_or_crowd(tmp_path):
+    """With votes in the data (synthetic), Algorithm 2 splits on the posterior and the votes by
+    default; hierarchy.features='embedding' splits on the embedding, so the sub-labels differ;
+    an unknown choice is refused before anything is written."""
+    from pipeline.train import TrainingError
+
+    runs = {}
+    for feat in ("auto", "embedding"):
+        cfg = tiny_config(epochs=1).replace(hierarchy=HierarchyConfig(levels=2, min_per_subclass=8, features=feat))
+        runs[feat] = train(cfg, tmp_path / feat, quiet=True).items()["dgms_subclass"].to_numpy()
+    assert runs["auto"].max() >= 8 and runs["embedding"].max() >= 8       # classes were split either way
+    assert not np.array_equal(runs["auto"], runs["embedding"])
+    bad = tiny_config(epochs=1).replace(hierarchy=HierarchyConfig(levels=2, features="pixels"))
+    with pytest.raises(TrainingError, match="sub-class features"):
+        train(bad, tmp_path / "bad", quiet=True)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_evaluate_recomputes_and_cross_domain_matches_classes_by_name(tiny_run, tmp_path):
     out = evaluate(tiny_run.path)
     assert out["test"]["knn_accuracy"] == pytest.approx(tiny_run.metrics()["test"]["knn_accuracy"])
