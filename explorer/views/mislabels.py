@@ -25,7 +25,11 @@ with run_guard():
 st.title("Mislabel candidates")
 f1, f2, f3, f4 = st.columns([1.6, 2, 2, 1], vertical_alignment="bottom")
 ranking = f1.segmented_control("Ranking", ["ours", "cleanlab"], default="ours", key="ml_rank", required=True,
-                               format_func=lambda r: {"ours": "Ours (Eq. 5)", "cleanlab": "cleanlab"}[r])
+                               format_func=lambda r: {"ours": "Ours", "cleanlab": "cleanlab"}[r],
+                               help="Ours: how many of the image's 25 nearest neighbours disagree with its label, "
+                                    "each neighbour weighted by how well its own label fits its own neighbourhood, "
+                                    "plus a little of the SGM posterior (Eq. 5) against class means fit without "
+                                    "the image. cleanlab: its self-confidence on the plain neighbour votes.")
 ranking = ranking or "ours"
 want = f2.multiselect("Given label", range(len(classes)), key="ml_classes", format_func=lambda c: classes[c],
                       placeholder="all classes")
