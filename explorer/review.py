@@ -149,8 +149,10 @@ class ReviewStore:
     @contextmanager
     def _action(self, action: str, payload: dict) -> Iterator[sqlite3.Cursor]:
         """One user action = one transaction, logged in the same transaction."""
-        self._ensure()
         with _write_lock(self.path):
+            # schema creation too: sixteen sessions' first actions on a new database all switching
+            # it to WAL at once got an immediate "database is locked" (no busy wait for that)
+            self._ensure()
             yield from self._transaction(action, payload)
 
     def _transaction(self, action: str, payload: dict) -> Iterator[sqlite3.Cursor]:
