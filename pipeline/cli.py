@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .config import DataConfig, HierarchyConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
+from .hierarchy import FEATURES
 
 
 def build_config(a: argparse.Namespace) -> RunConfig:
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--min-per-subclass", type=int, default=64, help="Mc of Algorithm 2")
     t.add_argument("--max-components", type=int, default=5)
     t.add_argument("--topk", type=int, default=16)
-    t.add_argument("--subclass-features", choices=("auto", "embedding", "posterior+votes"), default="auto",
+    t.add_argument("--subclass-features", choices=("auto",) + FEATURES, default="auto",
                    help="what Algorithm 2's per-class mixtures (and analyze's, unless told otherwise) fit on; "
                         "auto: the SGM posterior and the crowd's votes when the data has votes, else the embedding")
     t.add_argument("--analyze", action="store_true", help="run `analyze` when training is done")
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("run")
     an.add_argument("--maps", default="tsne,umap,pca", help="comma-separated: tsne, umap, pca (or none)")
     an.add_argument("--max-components", type=int, default=None)
-    an.add_argument("--subclass-features", choices=("auto", "embedding", "posterior+votes"), default=None,
+    an.add_argument("--subclass-features", choices=("auto",) + FEATURES, default=None,
                     help="what the per-class mixtures are fit on (default auto: the SGM posterior and the "
                          "crowd's votes when the data has votes, else the embedding)")
     an.add_argument("--seed", type=int, default=0)

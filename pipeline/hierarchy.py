@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["Hierarchy", "split_classes", "fit_fast", "describe", "relabel_compact", "crowd_features",
-           "FEATURES"]
+           "resolve_features", "FEATURES"]
 
 # What the fast mode's mixtures are fit on: the embedding itself, or crowd_features.
 FEATURES = ("embedding", "posterior+votes")
@@ -147,10 +147,25 @@ def split_classes(z: np.ndarray, labels: np.ndarray, *, n_components: int | Sequ
     return relabel_compact(sub, labels)
 
 
+def resolve_features(requested: str, has_votes: bool) -> str:
+    """The features sub-class mixtures fit on: ``requested`` ("auto" or one of :data:`FEATURES`),
+    with "auto" meaning posterior+votes when the data has crowd votes, else the embedding.
+    Raises ValueError (one line) for an unknown choice or posterior+votes without votes."""
+    if requested not in ("auto",) + FEATURES:
+        raise ValueError(f"sub-class features must be auto, {' or '.join(FEATURES)}, not {requested!r}")
+    if requested == "auto":
+        return "posterior+votes" if has_votes else "embedding"
+    if requested == "posterior+votes" and not has_votes:
+        raise ValueError("the data holds no crowd votes, which sub-class features 'posterior+votes' need; "
+                         "use 'embedding'")
+    return requested
+
+
 def crowd_features(z: np.ndarray, class_means: np.ndarray, votes: np.ndarray, *, sigma: float) -> np.ndarray:
     """(N, 2C) float32: Hellinger coordinates ``sqrt([P(w|z), v])`` of the SGM posterior (Eq. 5
-    against ``class_means`` (C, D)) and the crowd's vote distribution ``votes`` (N, C) counts or
-    shares (a row without any vote gets zeros there: only its posterior speaks).
+    against ``class_means`` (C, D), :func:`pipeline.metrics.class_means`: a class without rows
+    has NaN there and gets posterior 0) and the crowd's vote distribution ``votes`` (N, C) counts
+    or shares (a row without any vote gets zeros there: only its posterior speaks).
 
     Why: inside one class the embedding's spread is mostly appearance (skin tone, lighting,
     glasses), while the ways a class is *read* (a smile the crowd half-called contempt, a
@@ -159,13 +174,9 @@ def crowd_features(z: np.ndarray, class_means: np.ndarray, votes: np.ndarray, *,
     Hellinger distance between distributions, so a mixture sees small shares (0.2 vs 0) as
     differences. Measured against the synthetic hidden sub-classes in docs/RESULTS.md.
     """
-    z = np.asarray(z, dtype=np.float64)
-    mu = np.asarray(class_means, dtype=np.float64)
-    d2 = (z ** 2).sum(1)[:, None] - 2 * z @ mu.T + (mu ** 2).sum(1)[None, :]
-    logits = -np.maximum(d2, 0.0) / (2.0 * float(sigma) ** 2)
-    logits -= logits.max(1, keepdims=True)
-    post = np.exp(logits)
-    post /= post.sum(1, keepdims=True)
+    from .metrics import gaussian_posterior
+
+    post = gaussian_posterior(z, class_means, sigma=float(sigma)).astype(np.float64)
     v = np.asarray(votes, dtype=np.float64)
     if v.shape != post.shape:
         raise ValueError(f"votes shape {v.shape} does not match the posterior's {post.shape}")

@@ -116,7 +116,10 @@ def class_means(z: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
 def gaussian_posterior(z: np.ndarray, means: np.ndarray, *, sigma: float = 0.5) -> np.ndarray:
     """Eq. 5: P(w_j | z) = softmax_j(-||z - mu_j||^2 / (2 sigma^2)); classes with NaN means get 0."""
     ok = np.isfinite(means).all(1)
-    d2 = ((z[:, None, :] - np.where(ok[:, None], means, 0)[None, :, :]) ** 2).sum(-1)
+    # ||z||^2 - 2 z.mu + ||mu||^2 in float64: (N, C) memory, not the (N, C, D) of z - mu
+    z64 = np.asarray(z, dtype=np.float64)
+    mu = np.where(ok[:, None], np.asarray(means, dtype=np.float64), 0.0)
+    d2 = np.maximum((z64 ** 2).sum(1)[:, None] - 2.0 * z64 @ mu.T + (mu ** 2).sum(1)[None, :], 0.0)
     logits = -d2 / (2 * sigma * sigma)
     logits[:, ~ok] = -np.inf
     logits -= logits.max(1, keepdims=True)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from . import metrics as M
 from .config import RunConfig
 from .embed import embed_images, pick_device, to_input
+from .hierarchy import FEATURES, resolve_features
 from .losses import sgm_loss, softmax_loss, triplet_loss
 from .models import build_model
 from .runs import (STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, Run, RunError,
@@ -185,8 +186,8 @@ class Trainer:
             raise TrainingError(f"--per-class {c.train.per_class} must be a multiple of the {world} processes")
         if c.hierarchy.levels > 1 and c.loss.name == "softmax":
             raise TrainingError("--levels > 1 (Algorithm 2) needs a metric loss: sgm or triplet")
-        if c.hierarchy.features not in ("auto", "embedding", "posterior+votes"):
-            raise TrainingError(f"sub-class features must be auto, embedding or posterior+votes, not {c.hierarchy.features!r}")
+        if c.hierarchy.features not in ("auto",) + FEATURES:
+            raise TrainingError(f"sub-class features must be auto, {' or '.join(FEATURES)}, not {c.hierarchy.features!r}")
         if c.loss.sigma <= 0 or not math.isfinite(c.loss.sigma):
             raise TrainingError(f"sigma must be a positive number, not {c.loss.sigma}")
         if not math.isfinite(c.train.lr) or c.train.lr <= 0:
@@ -225,6 +226,10 @@ class Trainer:
         present = np.unique(y_all[train_rows])
         if len(present) < 2:
             raise DataError(f"{ds.name}: the train split holds fewer than 2 classes")
+        try:
+            self.split_features = resolve_features(cfg.hierarchy.features, ds.votes is not None)
+        except ValueError as exc:
+            raise TrainingError(f"{ds.name}: {exc}") from None
         missing = [ds.classes[c] for c in range(ds.num_classes) if c not in set(present.tolist())]
         if missing:
             _say(f"warning: class(es) with no training images are left out of training: {', '.join(missing)}", self.quiet)
@@ -341,12 +346,10 @@ class Trainer:
                 # fit on the training rows; every row gets its component
                 from .hierarchy import crowd_features, split_classes
                 split_on, cov = z, "diag"
-                if cfg.hierarchy.features in ("auto", "posterior+votes") and ds.votes is not None:
+                if self.split_features == "posterior+votes":
                     # the split follows how images are read (posterior + crowd votes); the SGM
                     # rounds that follow teach the embedding to separate those groups by appearance
-                    zt, yt = z[train_rows], y_all[train_rows]
-                    mu = np.stack([zt[yt == c].mean(0) if (yt == c).any() else np.full(z.shape[1], 1e6)
-                                   for c in range(ds.num_classes)])
+                    mu = M.class_means(z[train_rows], y_all[train_rows], ds.num_classes)
                     split_on, cov = crowd_features(z, mu, ds.votes, sigma=cfg.loss.sigma), "full"
                 cur_labels = split_classes(split_on, y_all, n_components=level + 1, fit_mask=is_train,
                                            min_per_subclass=cfg.hierarchy.min_per_subclass, seed=cfg.train.seed + level,

@@ -215,3 +215,13 @@ def test_a_component_too_small_to_browse_joins_its_likeliest_neighbour():
     assert h.n_subclasses == 2 and h.size.min() >= 30
     assert len(np.unique(h.labels[:150])) == 1 and len(np.unique(h.labels[150:300])) == 1
     assert h.labels[0] != h.labels[150]
+
+
+def test_resolve_features():
+    assert H.resolve_features("auto", True) == "posterior+votes"
+    assert H.resolve_features("auto", False) == "embedding"
+    assert H.resolve_features("embedding", True) == "embedding"
+    with pytest.raises(ValueError, match="no crowd votes"):
+        H.resolve_features("posterior+votes", False)
+    with pytest.raises(ValueError, match="must be auto"):
+        H.resolve_features("pixels", True)

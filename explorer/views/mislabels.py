@@ -26,7 +26,7 @@ st.title("Mislabel candidates")
 f1, f2, f3, f4 = st.columns([1.6, 2, 2, 1], vertical_alignment="bottom")
 ranking = f1.segmented_control("Ranking", ["ours", "cleanlab"], default="ours", key="ml_rank", required=True,
                                format_func=lambda r: {"ours": "Ours", "cleanlab": "cleanlab"}[r],
-                               help="Ours: how many of the image's 25 nearest neighbours disagree with its label, "
+                               help="Ours: how many of the image's nearest neighbours disagree with its label, "
                                     "each neighbour weighted by how well its own label fits its own neighbourhood, "
                                     "plus a little of the SGM posterior (Eq. 5) against class means fit without "
                                     "the image. cleanlab: its self-confidence on the plain neighbour votes.")
