@@ -23,10 +23,11 @@ import pandas as pd
 from . import hierarchy as hier
 from . import maps as maps_mod
 from . import mislabels as mis
-from .metrics import class_means
+from .metrics import class_means, gaussian_posterior
 from .runs import Run, open_run
 
-__all__ = ["analyze", "confusion", "album_summary", "subclass_scores", "mislabel_scores",
+__all__ = ["analyze", "confusion", "album_summary", "subclass_scores", "mislabel_scores", "group_recovery",
+           "recovery_scores", "RECOVERY_FACTORS",
            "write_hierarchy", "read_hierarchy", "MISLABEL_TRUTH"]
 
 # ground-truth columns that mark a wrong given label, in order of preference
@@ -106,6 +107,78 @@ def subclass_scores(found: np.ndarray, hidden: np.ndarray, labels: np.ndarray) -
     }
 
 
+# Hidden factors a synthetic run carries, scored by :func:`group_recovery`: the expression variants
+# (gt_subclass, several per class) and two appearance attributes that cut across classes.
+RECOVERY_FACTORS = ("gt_subclass", "gt_glasses", "gt_baby")
+RECOVERY_MIN_SIZE = 20       # hidden groups smaller than this inside a class are not scored
+RECOVERY_F1 = 0.6            # a hidden group is "found" when some sub-class of its class matches it this well
+
+
+def _group_labels(col: pd.Series) -> np.ndarray:
+    """A ground-truth factor column as int codes (bool attributes -> 0/1)."""
+    if pd.api.types.is_bool_dtype(col) or col.dtype == object and set(col.dropna().unique()) <= {True, False}:
+        return _as_bool(col).astype(np.int64)
+    return pd.factorize(col)[0].astype(np.int64)
+
+
+def group_recovery(partitions: dict[str, np.ndarray] | np.ndarray, hidden: np.ndarray, labels: np.ndarray, *,
+                   min_size: int = RECOVERY_MIN_SIZE, threshold: float = RECOVERY_F1,
+                   positive_only: bool = False) -> dict:
+    """How many hidden groups inside each class some found sub-class recovers.
+
+    partitions: (N,) int found sub-labels, or {name: (N,) int} several of them (facets): a hidden
+    group then takes the best F1 over all of them. hidden: (N,) int hidden group of every image (a
+    variant id, or 0/1 for an attribute); labels: (N,) int given class. Every (class, hidden value)
+    pair with at least ``min_size`` images is one hidden group (with ``positive_only``, value 0 of a
+    0/1 attribute is not a group: "not wearing glasses" is not something to find). Its score is the
+    best F1 between it and any found sub-class of the same class; it is found when that is at least
+    ``threshold``. Returns {"groups", "found", "mean_f1", "per_group": [{class, value, size, f1,
+    facet}]}; mean_f1 is NaN when there is no group.
+    """
+    if not isinstance(partitions, dict):
+        partitions = {"subclass": partitions}
+    hidden = np.asarray(hidden).astype(np.int64)
+    labels = np.asarray(labels).astype(np.int64)
+    parts = {k: np.asarray(v).astype(np.int64) for k, v in partitions.items()}
+    per_group = []
+    for c in np.unique(labels):
+        rows = labels == c
+        vals, counts = np.unique(hidden[rows], return_counts=True)
+        for v, n_v in zip(vals, counts):
+            if n_v < min_size or (positive_only and v == 0):
+                continue
+            truth = hidden[rows] == v
+            best, where = 0.0, None
+            for name, found in parts.items():
+                f = found[rows]
+                # F1 of every found sub-class of this class against the hidden group at once
+                ids, inv = np.unique(f, return_inverse=True)
+                tp = np.bincount(inv, weights=truth, minlength=len(ids))
+                size = np.bincount(inv, minlength=len(ids))
+                f1 = 2 * tp / (size + truth.sum())
+                j = int(np.argmax(f1))
+                if f1[j] > best:
+                    best, where = float(f1[j]), name
+            per_group.append({"class": int(c), "value": int(v), "size": int(n_v), "f1": best, "facet": where})
+    f1s = [g["f1"] for g in per_group]
+    return {"groups": len(per_group), "found": int(sum(f >= threshold for f in f1s)),
+            "mean_f1": float(np.mean(f1s)) if f1s else float("nan"), "per_group": per_group}
+
+
+def recovery_scores(items: pd.DataFrame, partitions: dict[str, np.ndarray], labels: np.ndarray) -> dict:
+    """:func:`group_recovery` for every factor of :data:`RECOVERY_FACTORS` that ``items`` carries:
+    {factor: {"groups", "found", "mean_f1", "per_group"}}."""
+    out = {}
+    for factor in RECOVERY_FACTORS:
+        if factor not in items.columns:
+            continue
+        col = items[factor]
+        attribute = factor != "gt_subclass"
+        hidden = _as_bool(col).astype(np.int64) if attribute else _group_labels(col)
+        out[factor] = group_recovery(partitions, hidden, labels, positive_only=attribute)
+    return out
+
+
 def _ranking_scores(truth: np.ndarray, score: np.ndarray) -> dict:
     """AP, precision@k and recall@k with k = number of true positives (they are equal then)."""
     from sklearn.metrics import average_precision_score
@@ -150,12 +223,16 @@ def mislabel_scores(table: pd.DataFrame, truth: np.ndarray, *, true_label: np.nd
 
 
 # ----------------------------------------------------------------------------- hierarchy storage
-def write_hierarchy(run: Run, h: hier.Hierarchy, *, save: bool = True) -> None:
-    """Store a :class:`pipeline.hierarchy.Hierarchy` as ``analysis/subclasses.{parquet,json}``
-    and ``analysis/subclass_means.npy`` (the training loop uses this for Algorithm 2 levels)."""
-    run.put_table("analysis/subclasses.parquet", hier.to_table(h))
-    run.put_json("analysis/subclasses.json", hier.to_json(h, run.classes))
-    run.put_array("analysis/subclass_means.npy", h.means.astype(np.float32))
+def write_hierarchy(run: Run, h: "hier.Hierarchy | Sequence[hier.Facet]", *, save: bool = True,
+                    extra: dict | None = None) -> None:
+    """Store a :class:`pipeline.hierarchy.Hierarchy`, or several facets (the first is the primary
+    one), as ``analysis/subclasses.{parquet,json}`` and ``analysis/subclass_means.npy`` ((K, D), one
+    row per global sub-class id, all facets). ``extra``: per-sub-class fields for the JSON."""
+    facets = hier._as_facets(h)
+    run.put_table("analysis/subclasses.parquet", hier.to_table(facets))
+    run.put_json("analysis/subclasses.json", hier.to_json(facets, run.classes, extra=extra))
+    run.put_array("analysis/subclass_means.npy",
+                  np.concatenate([f.hierarchy.means for f in facets]).astype(np.float32))
     if save:
         run.save_manifest()
 
@@ -187,6 +264,103 @@ def _stored_dgms(run: Run, items: pd.DataFrame) -> tuple[np.ndarray, list[np.nda
     if stored is not None and stored[0] == "dgms":
         return stored[1], stored[2]
     return None
+
+
+# Per-class directions and shared components kept, by what the facets are fit on (chosen on one
+# synthetic training run, data and training seed 0; reported on others: RESULTS.md).
+FACET_DIMS = {"features": {"expression": 5, "look": 8}, "embedding": {"expression": 3, "look": 16}}
+
+
+def image_facets(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray, max_components: int,
+                 min_per_subclass: int, seed: int, topk: int, features: np.ndarray | None = None) -> list[hier.Facet]:
+    """The two sub-class facets found from the images alone (no votes, no ground truth):
+    "expression" (each class's own directions) and "look" (appearance shared across classes), fit on
+    ``features`` (N, F), the backbone's pooled feature maps training stores, or on ``z`` without them.
+    Both are described (means, medoids) in ``z``."""
+    kind = "features" if features is not None else "embedding"
+    x = np.asarray(features if features is not None else z, dtype=np.float32)
+    dims = FACET_DIMS[kind]
+    on = "the backbone's pooled feature maps" if kind == "features" else "the embedding"
+    fe = hier.class_specific_features(x, labels, fit_mask=fit_mask, dims=dims["expression"])
+    expr = hier.fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
+                         seed=seed, topk=topk, features=fe, features_name="expression", covariance_type="full")
+    fl = hier.shared_features(x, labels, fit_mask=fit_mask, dims=dims["look"])
+    look = hier.fit_shared(z, labels, fl, fit_mask=fit_mask, min_per_subclass=min_per_subclass, seed=seed, topk=topk)
+    return [
+        hier.Facet("expression", expr, about=f"per class, the {dims['expression']} directions of {on} along which "
+                   "the class varies more than classes vary in general; a mixture per class, k by BIC"),
+        hier.Facet("look", look, about=f"one mixture (k by BIC) over every class's deviations from its class "
+                   f"mean ({dims['look']} whitened components of {on}): looks that recur across classes"),
+    ]
+
+
+def mean_images(images: np.ndarray, groups: np.ndarray, n_groups: int, *, chunk: int = 8192) -> np.ndarray:
+    """(n_groups, S, S) uint8: the mean image of every group id 0..n_groups-1 (ids < 0 ignored).
+    images: (N, S, S) uint8 (may be memory-mapped; read in chunks)."""
+    S = images.shape[1:]
+    acc = np.zeros((n_groups,) + tuple(S), np.float64)
+    cnt = np.zeros(n_groups, np.int64)
+    groups = np.asarray(groups, np.int64)
+    for s in range(0, len(groups), chunk):
+        g = groups[s:s + chunk]
+        ok = g >= 0
+        block = np.asarray(images[s:s + chunk], dtype=np.float64)[ok]
+        np.add.at(acc, g[ok], block)
+        cnt += np.bincount(g[ok], minlength=n_groups)
+    acc /= np.maximum(cnt, 1)[:, None, None]
+    return np.clip(acc + 0.5, 0, 255).astype(np.uint8)
+
+
+def card_facts(z: np.ndarray, post: np.ndarray, facets: Sequence[hier.Facet], labels: np.ndarray,
+               classes: Sequence[str], *, n_outside: int = 32, chunk: int = 65536) -> dict[int, dict]:
+    """What sets each sub-class apart, per global sub-class id: ``lean`` (the other class its members'
+    mean posterior P(w|z) puts the most on, with that share, and ``p_own``, the share on its own
+    class) and ``outside``: the ``n_outside`` rows nearest the sub-class mean that are not in it
+    (same class or not), nearest first, for "find more like this group"."""
+    z = np.asarray(z, dtype=np.float32)
+    out: dict[int, dict] = {}
+    for f in facets:
+        h = f.hierarchy
+        K = h.n_subclasses
+        mp = np.zeros((K, post.shape[1]))
+        np.add.at(mp, h.labels, post)
+        mp /= np.maximum(h.size, 1)[:, None]
+        best = np.full((K, n_outside), np.inf)
+        best_rows = np.full((K, n_outside), -1, np.int64)
+        mu = h.means.astype(np.float32)
+        for s in range(0, len(z), chunk):
+            zb = z[s:s + chunk]
+            d = (zb ** 2).sum(1)[None, :] - 2 * mu @ zb.T + (mu ** 2).sum(1)[:, None]     # (K, B)
+            d[h.labels[s:s + chunk][None, :] == np.arange(K)[:, None]] = np.inf            # members are not "more"
+            cand = np.concatenate([best, d], 1)
+            rows = np.concatenate([best_rows, np.broadcast_to(np.arange(s, s + len(zb)), d.shape)], 1)
+            keep = np.argsort(cand, axis=1, kind="stable")[:, :n_outside]
+            best, best_rows = np.take_along_axis(cand, keep, 1), np.take_along_axis(rows, keep, 1)
+        for k in range(K):
+            c = int(h.sub_class[k])
+            other = mp[k].copy()
+            other[c] = -1
+            j = int(np.argmax(other))
+            out[f.offset + k] = {
+                "lean": {"class": j, "class_name": str(classes[j]), "p": float(mp[k, j])},
+                "p_own": float(mp[k, c]),
+                "outside": [int(r) for r in best_rows[k][np.isfinite(best[k])]],
+            }
+    return out
+
+
+def format_recovery(sub_metrics: dict) -> str:
+    """The hidden-group recovery of ``metrics.json`` ``subclass`` as printable lines ("" without ground truth)."""
+    rec = sub_metrics.get("recovery") or {}
+    if not rec:
+        return ""
+    names = {"gt_subclass": "expression variants", "gt_glasses": "glasses groups", "gt_baby": "baby groups"}
+    lines = ["hidden groups found from the images (F1 >= %.1f):" % RECOVERY_F1]
+    for k, v in rec.items():
+        by = ", ".join(f"{n} {c}" for n, c in v.get("by_facet", {}).items())
+        lines.append(f"  {names.get(k, k):20s} {v['found']:3d} of {v['groups']:3d}   mean best F1 {v['mean_f1']:.2f}"
+                     + (f"   ({by})" if by else ""))
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- orchestrator
@@ -231,32 +405,57 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     if cm is not None and cm.shape != (len(classes), z.shape[1]):
         cm = None
     vote_cols = [f"vote_{c}" for c in classes]
+    has_votes = all(c in items.columns for c in vote_cols)
     try:
-        features = hier.resolve_features(features, all(c in items.columns for c in vote_cols))
+        features = hier.resolve_features(features, has_votes)
     except ValueError as exc:
         raise ValueError(f"{run.path}: {exc}") from None
 
-    # -- sub-classes
+    # -- sub-classes: facets, the first one is what the app shows first
     t0 = time.perf_counter()
     if hierarchy_mode not in ("auto", "bic", "dgms"):
         raise ValueError(f"hierarchy_mode must be auto, bic or dgms, not {hierarchy_mode!r}")
     stored = _stored_dgms(run, items) if hierarchy_mode != "bic" else None
     if hierarchy_mode == "dgms" and stored is None:
         raise ValueError(f"{run.path}: no Algorithm 2 sub-classes stored (train with --levels > 1)")
+    means = cm if cm is not None else class_means(z[train], labels[train], len(classes))
+    fb = np.asarray(run.array("features.npy"), dtype=np.float32) if run.has("features.npy") else None
+    if fb is not None and fb.shape[0] != z.shape[0]:
+        fb = None
+    facets = image_facets(z, labels, fit_mask=train, max_components=max_components,
+                          min_per_subclass=min_per_subclass, seed=seed, topk=topk, features=fb)
     if stored is not None:
-        h = hier.describe(z, stored[0], labels, topk=topk, mode="dgms", levels=stored[1])
-    elif features == "posterior+votes":
-        means = cm if cm is not None else class_means(z[train], labels[train], len(classes))
+        facets.insert(0, hier.Facet("levels", hier.describe(z, stored[0], labels, topk=topk, mode="dgms",
+                                                             levels=stored[1]),
+                                    about="Algorithm 2: SGM retrained on each level's sub-classes during training"))
+    if has_votes:
         feats = hier.crowd_features(z, means, items[vote_cols].to_numpy(np.float64), sigma=sigma)
         # 2C low-dimensional features: full covariances (the embedding's 64 dims need diagonal ones)
-        h = hier.fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
-                          seed=seed, topk=topk, features=feats, features_name=features, covariance_type="full")
-    else:
-        h = hier.fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
-                          seed=seed, topk=topk)
-    write_hierarchy(run, h)
+        crowd = hier.fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
+                              seed=seed, topk=topk, features=feats, features_name="posterior+votes",
+                              covariance_type="full")
+        crowd_facet = hier.Facet("crowd", crowd, about="the model's class posterior next to the crowd's vote "
+                                 "shares: groups that annotators read the same way")
+        # asked for by name (--subclass-features posterior+votes): the crowd's reading comes first
+        facets.insert(0 if features == "posterior+votes" and stored is None else len(facets), crowd_facet)
+    facets = hier.number_facets(facets)
+    h = facets[0].hierarchy
+    post = gaussian_posterior(z, means, sigma=sigma)
+    write_hierarchy(run, facets, save=False,
+                    extra=card_facts(z, post, facets, labels, classes))
+    K_all = sum(f.hierarchy.n_subclasses for f in facets)
+    images = run.array("images.npy") if run.has("images.npy") else None
+    if images is not None:
+        run.put_array("analysis/class_images.npy", mean_images(images, labels, len(classes)))
+        sub_images = np.zeros((K_all,) + tuple(images.shape[1:]), np.uint8)
+        for f in facets:
+            sub_images[f.offset:f.offset + f.hierarchy.n_subclasses] = mean_images(
+                images, f.hierarchy.labels, f.hierarchy.n_subclasses)
+        run.put_array("analysis/subclass_images.npy", sub_images)
+    run.save_manifest()
     timings["hierarchy"] = time.perf_counter() - t0
-    say(f"sub-classes: {h.n_subclasses} ({h.mode}) in {timings['hierarchy']:.1f}s")
+    say(f"sub-classes: {' + '.join(f'{f.hierarchy.n_subclasses} {f.name}' for f in facets)} "
+        f"in {timings['hierarchy']:.1f}s")
 
     # -- mislabels
     t0 = time.perf_counter()
@@ -292,8 +491,26 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
 
     # -- scores against ground truth, into metrics.json
     sub_metrics: dict = {"mode": h.mode, "features": h.features, "n_subclasses": h.n_subclasses,
+                         "primary": facets[0].name,
+                         "facets": {f.name: {"n_subclasses": f.hierarchy.n_subclasses} for f in facets},
                          "per_class": {classes[c]: {"subclasses": int((h.sub_class == c).sum())}
                                        for c in range(len(classes))}}
+    if any(f in items.columns for f in RECOVERY_FACTORS):
+        # hidden groups recovered (F1 >= RECOVERY_F1): by each facet, and by the facets found from the
+        # images ("images": what a user without votes sees, any image facet counting)
+        for f in facets:
+            rec = recovery_scores(items, {f.name: f.hierarchy.labels}, labels)
+            sub_metrics["facets"][f.name]["recovery"] = {k: {x: v[x] for x in ("groups", "found", "mean_f1")}
+                                                         for k, v in rec.items()}
+        image_parts = {f.name: f.hierarchy.labels for f in facets if f.name != "crowd"}
+        rec = recovery_scores(items, image_parts, labels)
+        sub_metrics["recovery"] = {k: {"groups": v["groups"], "found": v["found"], "mean_f1": v["mean_f1"],
+                                       "by_facet": {name: sum(g["facet"] == name and g["f1"] >= RECOVERY_F1
+                                                              for g in v["per_group"]) for name in image_parts}}
+                                   for k, v in rec.items()}
+        sub_metrics["recovery_rule"] = (f"hidden groups of >= {RECOVERY_MIN_SIZE} images inside a class; found when "
+                                        f"a sub-class of that class (any image facet: {', '.join(image_parts)}) "
+                                        f"matches it with F1 >= {RECOVERY_F1}")
     if "gt_subclass" in items.columns:
         gt_scores = subclass_scores(h.labels, items["gt_subclass"].to_numpy(np.int64), labels)
         for c, v in gt_scores.pop("per_class").items():

@@ -132,9 +132,13 @@ def _cmd_train(a) -> int:
     if a.analyze:
         from .analysis import analyze
 
-        analyze(run.path)
+        from .analysis import format_recovery
+
+        out = analyze(run.path)
         if not a.quiet:
             print(f"analysis written to {run.path / 'analysis'}")
+            if format_recovery(out["subclass"]):
+                print(format_recovery(out["subclass"]))
     return 0
 
 
@@ -157,8 +161,12 @@ def _cmd_analyze(a) -> int:
         kw["max_components"] = a.max_components
     if a.subclass_features is not None:
         kw["features"] = a.subclass_features
-    analyze(a.run, **kw)
+    from .analysis import format_recovery
+
+    out = analyze(a.run, **kw)
     print(f"analysis of {a.run} written in {time.time() - t0:.1f} s")
+    if format_recovery(out["subclass"]):
+        print(format_recovery(out["subclass"]))
     return 0
 
 

@@ -53,6 +53,59 @@ def embed_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, d
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
+# What sub-classes are found on (pipeline.hierarchy facets): the backbone's last feature maps, average
+# pooled to 2x2 (where in the face a feature fires: glasses at the eyes, a baby's lower-set features),
+# each image's vector L2-normalised, then the first FEATURE_DIMS principal components. On synthetic
+# faces the embedding head had squeezed out much of this (RESULTS.md: sub-classes from features).
+FEATURE_POOL = 2
+FEATURE_DIMS = 128
+FEATURE_FIT = 20000      # images the principal components are fit on (a seeded sample above that)
+
+
+def _feature_maps(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) maps before the global pool: LightNet's ``features``; a torchvision ResNet's layer4."""
+    if hasattr(backbone, "features"):
+        return backbone.features(x)
+    b = backbone
+    x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+    return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+
+
+@torch.no_grad()
+def _pooled(model: torch.nn.Module, images, rows: np.ndarray, dev: torch.device, batch_size: int):
+    model.eval()
+    net = model
+    for attr in ("module", "_orig_mod"):          # DistributedDataParallel, torch.compile
+        net = getattr(net, attr, net)
+    net = getattr(net, "backbone", net)
+    for s in range(0, len(rows), batch_size):
+        part = torch.from_numpy(np.array(images[rows[s:s + batch_size]], dtype=np.uint8))
+        f = _feature_maps(net, to_input(part.to(dev)))
+        f = torch.nn.functional.adaptive_avg_pool2d(f.float(), FEATURE_POOL).flatten(1)
+        yield torch.nn.functional.normalize(f, dim=1).cpu().numpy().astype(np.float64)
+
+
+def backbone_features(model: torch.nn.Module, images, *, fit_rows: np.ndarray | None = None,
+                      device: str | torch.device = "cpu", batch_size: int = 512, dims: int = FEATURE_DIMS,
+                      seed: int = 0) -> np.ndarray:
+    """(N, dims) float16: every image's pooled backbone feature maps, projected on the first ``dims``
+    principal components (fit on ``fit_rows``, e.g. the training split, sampled down to FEATURE_FIT).
+    Two passes, so memory stays at (FEATURE_FIT + batch) x features."""
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    was_training = model.training
+    n = len(images)
+    fit = np.arange(n) if fit_rows is None or len(fit_rows) < 2 else np.asarray(fit_rows)
+    if len(fit) > FEATURE_FIT:
+        fit = np.sort(np.random.default_rng(seed).choice(fit, size=FEATURE_FIT, replace=False))
+    sample = np.concatenate(list(_pooled(model, images, fit, dev, batch_size)))
+    mean = sample.mean(0)
+    _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
+    basis = vt[: min(dims, vt.shape[0])].T
+    out = np.concatenate([(f - mean) @ basis for f in _pooled(model, images, np.arange(n), dev, batch_size)])
+    model.train(was_training)
+    return out.astype(np.float16)
+
+
 def load_embedder(run: Run | str | Path, *, which: str = "best", device: str = "cpu") -> torch.nn.Module:
     """Rebuild a run's model from its checkpoint (``weights_only=True``)."""
     if not isinstance(run, Run):

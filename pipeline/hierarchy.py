@@ -24,8 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Hierarchy", "split_classes", "fit_fast", "describe", "relabel_compact", "crowd_features",
-           "resolve_features", "FEATURES"]
+__all__ = ["Hierarchy", "Facet", "split_classes", "fit_fast", "fit_shared", "describe", "relabel_compact",
+           "crowd_features", "class_specific_features", "shared_features", "number_facets", "resolve_features",
+           "FEATURES", "FACET_TITLES"]
 
 # What the fast mode's mixtures are fit on: the embedding itself, or crowd_features.
 FEATURES = ("embedding", "posterior+votes")
@@ -148,13 +149,14 @@ def split_classes(z: np.ndarray, labels: np.ndarray, *, n_components: int | Sequ
 
 
 def resolve_features(requested: str, has_votes: bool) -> str:
-    """The features sub-class mixtures fit on: ``requested`` ("auto" or one of :data:`FEATURES`),
-    with "auto" meaning posterior+votes when the data has crowd votes, else the embedding.
-    Raises ValueError (one line) for an unknown choice or posterior+votes without votes."""
+    """The features the headline sub-classes fit on: ``requested`` ("auto" or one of :data:`FEATURES`).
+    "auto" is always the embedding: sub-classes come from the images, so a folder of images and a
+    crowd-labelled set get the same kind; with votes, the crowd's reading is an extra facet ("crowd"),
+    not the headline. Raises ValueError (one line) for an unknown choice or posterior+votes without votes."""
     if requested not in ("auto",) + FEATURES:
         raise ValueError(f"sub-class features must be auto, {' or '.join(FEATURES)}, not {requested!r}")
     if requested == "auto":
-        return "posterior+votes" if has_votes else "embedding"
+        return "embedding"
     if requested == "posterior+votes" and not has_votes:
         raise ValueError("the data holds no crowd votes, which sub-class features 'posterior+votes' need; "
                          "use 'embedding'")
@@ -265,6 +267,170 @@ def _browsable(gm, zf: np.ndarray, scale: float, min_per_subclass: int) -> np.nd
     return keep
 
 
+# ----------------------------------------------------------------------------- facets
+# A facet is one way of splitting every class. Measured on synthetic faces without votes (RESULTS.md):
+# a per-class mixture on the raw embedding mixes expression variants with appearance and finds few of
+# either; separating the two kinds of within-class spread finds far more of both.
+#   "expression": per class, the directions along which this class varies more than classes vary in
+#                 general (generalized eigenvectors of the class scatter against the pooled within-class
+#                 scatter): what is specific to the class, its variants.
+#   "look":       appearance every class shares (glasses, a baby's face, lighting, skin): one mixture over
+#                 the pooled within-class residuals of all classes, so a rare look is fit on every class's
+#                 examples of it at once, then read inside each class.
+#   "crowd":      :func:`crowd_features`, where the data has votes: how the crowd read it.
+#   "levels":     Algorithm 2 sub-labels stored by training (--levels > 1).
+FACET_TITLES = {"expression": "What varies inside this class", "look": "Look shared across classes",
+                "crowd": "How the crowd read it", "levels": "Algorithm 2 levels (training)"}
+EXPRESSION_DIMS = 3        # per-class directions kept; 3 found the most variants of 1..8 (RESULTS.md)
+LOOK_DIMS = 16             # pooled residual components kept for the look facet
+LOOK_MAX_COMPONENTS = 8    # looks the shared mixture may find (BIC picks fewer)
+LOOK_MAX_FIT = 20000       # rows the shared mixture is fit on (a seeded sample above that)
+
+
+@dataclass
+class Facet:
+    """One named way of splitting every class: ``name`` (a key of :data:`FACET_TITLES`), its
+    :class:`Hierarchy`, what it was fit on (``about``), and ``offset``, the global id of its first
+    sub-class when several facets are stored together (facets are numbered one after another)."""
+
+    name: str
+    hierarchy: Hierarchy
+    about: str = ""
+    offset: int = 0
+
+    @property
+    def title(self) -> str:
+        return FACET_TITLES.get(self.name, self.name)
+
+
+def number_facets(facets: Sequence[Facet]) -> list[Facet]:
+    """Set every facet's ``offset`` so that sub-class ids are unique across facets (first facet from 0)."""
+    off = 0
+    for f in facets:
+        f.offset = off
+        off += f.hierarchy.n_subclasses
+    return list(facets)
+
+
+def _scatter(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(0)
+    return x.T @ x / max(1, len(x) - 1)
+
+
+def class_residuals(z: np.ndarray, labels: np.ndarray, fit_mask: np.ndarray | None = None) -> np.ndarray:
+    """(N, D) float64: every row minus the mean of its class over the ``fit_mask`` rows (all rows of a
+    class without fit rows)."""
+    z = np.asarray(z, dtype=np.float64)
+    labels = np.asarray(labels)
+    fit = np.ones(len(labels), bool) if fit_mask is None else np.asarray(fit_mask, bool)
+    r = np.empty_like(z)
+    for c in np.unique(labels):
+        rows = labels == c
+        src = rows & fit if (rows & fit).any() else rows
+        r[rows] = z[rows] - z[src].mean(0)
+    return r
+
+
+def _pooled_within(r: np.ndarray, labels: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """(D, D) within-class scatter pooled over classes, each class weighted equally (so the largest
+    class does not define what "varies in general" means)."""
+    D = r.shape[1]
+    acc, n = np.zeros((D, D)), 0
+    for c in np.unique(labels):
+        rows = np.flatnonzero((labels == c) & fit)
+        if len(rows) >= 2:
+            acc += _scatter(r[rows])
+            n += 1
+    return acc / max(1, n)
+
+
+def class_specific_features(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray | None = None,
+                            dims: int = EXPRESSION_DIMS, ridge: float = 1e-3) -> np.ndarray:
+    """(N, dims) float32: each row in the coordinates of its own class's most class-specific directions.
+
+    For class c, the generalized eigenvectors v of ``S_c v = lambda S_w v`` (S_c: the class's scatter,
+    S_w: the within-class scatter pooled over all classes, plus ``ridge`` times its mean variance) with
+    the largest lambda: directions along which this class spreads more than classes do in general.
+    Rows are projected after subtracting their class mean and scaled to unit variance per direction,
+    so a mixture with full covariances sees the class's own structure. Fit on ``fit_mask`` rows.
+    """
+    from scipy.linalg import eigh
+
+    labels = np.asarray(labels)
+    fit = np.ones(len(labels), bool) if fit_mask is None else np.asarray(fit_mask, bool)
+    r = class_residuals(z, labels, fit)
+    sw = _pooled_within(r, labels, fit)
+    sw = sw + ridge * max(float(np.trace(sw)) / sw.shape[0], 1e-12) * np.eye(sw.shape[0])
+    dims = int(max(1, min(dims, r.shape[1])))
+    out = np.zeros((len(labels), dims), np.float32)
+    for c in np.unique(labels):
+        rows = labels == c
+        src = np.flatnonzero(rows & fit) if (rows & fit).sum() > dims else np.flatnonzero(rows)
+        if len(src) < 2:
+            continue
+        w, v = eigh(_scatter(r[src]), sw)
+        v = v[:, np.argsort(-w)[:dims]]
+        proj = r[rows] @ v
+        sd = (r[src] @ v).std(0)
+        out[rows] = (proj / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+    return out
+
+
+def shared_features(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray | None = None,
+                    dims: int = LOOK_DIMS) -> np.ndarray:
+    """(N, dims) float32: the pooled within-class residuals (row minus its class mean), whitened on
+    their first ``dims`` principal components (fit on ``fit_mask`` rows, classes weighted equally)."""
+    labels = np.asarray(labels)
+    fit = np.ones(len(labels), bool) if fit_mask is None else np.asarray(fit_mask, bool)
+    r = class_residuals(z, labels, fit)
+    w, v = np.linalg.eigh(_pooled_within(r, labels, fit))
+    order = np.argsort(-w)[: int(max(1, min(dims, r.shape[1])))]
+    scale = np.sqrt(np.clip(w[order], 1e-12, None))
+    return (r @ v[:, order] / scale).astype(np.float32)
+
+
+def fit_shared(z: np.ndarray, labels: np.ndarray, features: np.ndarray, *, fit_mask: np.ndarray | None = None,
+               max_components: int = LOOK_MAX_COMPONENTS, min_per_subclass: int = 64, seed: int = 0,
+               topk: int = 16, max_fit: int = LOOK_MAX_FIT) -> Hierarchy:
+    """One mixture (full covariances, k by minimum BIC up to ``max_components``) over the ``features``
+    of all classes together; a sub-class is (class, component). Inside a class, a component with fewer
+    than Mc / 2 images hands them to their most likely component that has more (smallest first), so
+    every sub-class can be browsed. Returns a :class:`Hierarchy` (mode "shared", described in ``z``)."""
+    from threadpoolctl import threadpool_limits
+
+    f = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    fit = np.ones(len(labels), bool) if fit_mask is None else np.asarray(fit_mask, bool)
+    rows = np.flatnonzero(fit)
+    rng = np.random.default_rng(seed)
+    if len(rows) > max_fit:
+        rows = np.sort(rng.choice(rows, size=max_fit, replace=False))
+    curve, best = [], (np.inf, None)
+    with threadpool_limits(1):
+        for k in range(1, max(1, min(int(max_components), len(rows) // max(1, int(min_per_subclass)))) + 1):
+            gm = _gmm(k, seed, "full").fit(f[rows])
+            bic = float(gm.bic(f[rows]))
+            curve.append((k, bic))
+            if bic < best[0]:
+                best = (bic, gm)
+        proba = best[1].predict_proba(f) if best[1] is not None else np.ones((len(labels), 1))
+    K = proba.shape[1]
+    sub = np.zeros(len(labels), np.int64)
+    for c in np.unique(labels):
+        rc = np.flatnonzero(labels == c)
+        keep = np.ones(K, bool)
+        while keep.sum() > 1:
+            counts = np.bincount(np.flatnonzero(keep)[proba[rc][:, keep].argmax(1)], minlength=K)
+            small = np.flatnonzero(keep & (counts < min_per_subclass / 2))
+            if not len(small):
+                break
+            keep[small[np.argmin(counts[small])]] = False
+        sub[rc] = int(c) * K + np.flatnonzero(keep)[proba[rc][:, keep].argmax(1)]
+    h = describe(z, sub, labels, topk=topk, mode="shared", bic={-1: curve})
+    h.features = "look"
+    return h
+
+
 # ----------------------------------------------------------------------------- description
 def describe(z: np.ndarray, sub: np.ndarray, labels: np.ndarray, *, topk: int = 16,
              mode: str = "dgms", levels: Sequence[np.ndarray] = (),
@@ -320,27 +486,61 @@ def describe(z: np.ndarray, sub: np.ndarray, labels: np.ndarray, *, topk: int = 
 
 
 # ----------------------------------------------------------------------------- storage form
-def to_json(h: Hierarchy, classes: Sequence[str]) -> dict:
-    """The ``analysis/subclasses.json`` object (RUN_FORMAT.md)."""
+def _as_facets(h: "Hierarchy | Sequence[Facet]") -> list[Facet]:
+    if isinstance(h, Hierarchy):
+        return [Facet(name="levels" if h.mode == "dgms" else "embedding", hierarchy=h)]
+    facets = list(h)
+    if not facets:
+        raise ValueError("no facet to store")
+    return number_facets(facets)
+
+
+def to_json(h: "Hierarchy | Sequence[Facet]", classes: Sequence[str], extra: dict | None = None) -> dict:
+    """The ``analysis/subclasses.json`` object (RUN_FORMAT.md). ``h``: one :class:`Hierarchy`, or
+    facets (the first is the primary one, whose ids the ``subclass`` column holds). ``extra``:
+    {global sub-class id: {key: value}} merged into each sub-class's entry (e.g. its lean class)."""
+    facets = _as_facets(h)
+    first = facets[0].hierarchy
+    subs = []
+    for f in facets:
+        g = f.hierarchy
+        for s in range(g.n_subclasses):
+            sid = f.offset + s
+            entry = {"id": sid, "facet": f.name, "class": int(g.sub_class[s]),
+                     "class_name": str(classes[int(g.sub_class[s])]),
+                     "index_in_class": int(g.index_in_class[s]), "size": int(g.size[s]),
+                     "share": float(g.share[s]), "medoid": int(g.medoid[s]),
+                     "topk": [int(r) for r in g.topk[s]], "variance": float(g.variance[s])}
+            entry.update((extra or {}).get(sid, {}))
+            subs.append(entry)
+
+    def bic_of(g: Hierarchy) -> dict:
+        return {("all classes" if int(c) < 0 else str(classes[int(c)])): [[int(k), float(b)] for k, b in curve]
+                for c, curve in g.bic.items()}
+
     return {
-        "mode": h.mode,
-        "features": h.features,
-        "subclasses": [
-            {"id": s, "class": int(h.sub_class[s]), "class_name": str(classes[int(h.sub_class[s])]),
-             "index_in_class": int(h.index_in_class[s]), "size": int(h.size[s]),
-             "share": float(h.share[s]), "medoid": int(h.medoid[s]),
-             "topk": [int(r) for r in h.topk[s]], "variance": float(h.variance[s])}
-            for s in range(h.n_subclasses)
-        ],
-        "bic": {str(classes[int(c)]): [[int(k), float(b)] for k, b in curve] for c, curve in h.bic.items()},
+        "mode": first.mode,
+        "features": first.features,
+        "primary": facets[0].name,
+        "facets": [{"name": f.name, "title": f.title, "about": f.about, "mode": f.hierarchy.mode,
+                    "features": f.hierarchy.features, "n_subclasses": f.hierarchy.n_subclasses,
+                    "first_id": f.offset, "column": f"facet_{f.name}", "bic": bic_of(f.hierarchy)}
+                   for f in facets],
+        "subclasses": subs,
+        "bic": bic_of(first),
     }
 
 
-def to_table(h: Hierarchy):
-    """The ``analysis/subclasses.parquet`` table: ``subclass`` plus ``subclass_l1``.. per level."""
+def to_table(h: "Hierarchy | Sequence[Facet]"):
+    """The ``analysis/subclasses.parquet`` table: ``subclass`` (the primary facet's global ids), one
+    ``facet_<name>`` column per facet (global ids, unique across facets), and ``subclass_l1``..
+    per Algorithm 2 level of the primary facet."""
     import pandas as pd
 
-    cols = {"subclass": h.labels.astype(np.int64)}
-    for i, lev in enumerate(h.levels, start=1):
+    facets = _as_facets(h)
+    cols = {"subclass": (facets[0].offset + facets[0].hierarchy.labels).astype(np.int64)}
+    for f in facets if not isinstance(h, Hierarchy) else ():
+        cols[f"facet_{f.name}"] = (f.offset + f.hierarchy.labels).astype(np.int64)
+    for i, lev in enumerate(facets[0].hierarchy.levels, start=1):
         cols[f"subclass_l{i}"] = np.asarray(lev, dtype=np.int64)
     return pd.DataFrame(cols)

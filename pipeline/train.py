@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from . import metrics as M
 from .config import RunConfig
-from .embed import embed_images, pick_device, to_input
+from .embed import backbone_features, embed_images, pick_device, to_input
 from .hierarchy import FEATURES, resolve_features
 from .losses import sgm_loss, softmax_loss, triplet_loss
 from .models import build_model
@@ -559,7 +559,7 @@ def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progr
 
 def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig, dev: torch.device,
                   sub_levels: np.ndarray | None = None) -> dict:
-    """Embed every image; write items.parquet, images.npy, embeddings.npy, class_means.npy and
+    """Embed every image; write items.parquet, images.npy, embeddings.npy, features.npy, class_means.npy and
     metrics.json into ``run`` (not the manifest's status: the caller does that)."""
     z = embed_sharded(model, ds.images, device=dev, bf16=cfg.train.bf16)
     if isinstance(run, _NullRun):
@@ -596,6 +596,9 @@ def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig,
                                       means=mu, seed=cfg.train.seed, exclude_self=(s == "train"))
     run.put_array("images.npy", ds.images)
     run.put_array("embeddings.npy", z)
+    # the backbone's pooled feature maps: what analyze finds sub-classes on (pipeline.embed)
+    run.put_array("features.npy", backbone_features(model, ds.images, fit_rows=np.flatnonzero(tr), device=dev,
+                                                    seed=cfg.train.seed))
     run.put_array("class_means.npy", mu)
     run.put_table("items.parquet", items)
     old = run.json("metrics.json") if run.has("metrics.json") else {}

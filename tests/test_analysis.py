@@ -63,18 +63,31 @@ def test_every_artifact_is_listed_and_round_trips(analyzed):
     items, z = run.items(), run.embeddings()
     N, D = z.shape
     sub = run.table("analysis/subclasses.parquet")
-    assert list(sub.columns) == ["subclass"] and len(sub) == N
     js = run.json("analysis/subclasses.json")
+    assert js["primary"] == "expression" and [f["name"] for f in js["facets"]] == ["expression", "look"]
+    assert list(sub.columns) == ["subclass", "facet_expression", "facet_look"] and len(sub) == N
+    assert (sub["subclass"] == sub["facet_expression"]).all()
     K = len(js["subclasses"])
+    assert K == sum(f["n_subclasses"] for f in js["facets"])
     means = run.array("analysis/subclass_means.npy")
     assert means.shape == (K, D) and means.dtype == np.float32
-    assert sub["subclass"].max() == K - 1
+    for f in js["facets"]:          # ids run on from one facet to the next
+        ids = sorted(e["id"] for e in js["subclasses"] if e["facet"] == f["name"])
+        assert ids == list(range(f["first_id"], f["first_id"] + f["n_subclasses"]))
+        assert sorted(np.unique(sub[f["column"]])) == ids
     for e in js["subclasses"]:
-        rows = np.flatnonzero(sub["subclass"].to_numpy() == e["id"])
+        col = next(f["column"] for f in js["facets"] if f["name"] == e["facet"])
+        rows = np.flatnonzero(sub[col].to_numpy() == e["id"])
         assert e["size"] == len(rows) and e["medoid"] in rows and set(e["topk"]) <= set(rows)
         assert e["class_name"] == CLASSES[e["class"]] and (items["label"].to_numpy()[rows] == e["class"]).all()
         assert np.allclose(means[e["id"]], z[rows].mean(0), atol=1e-5)
+        # what sets it apart: the class its posterior leans to (another class), and more like it outside it
+        assert e["lean"]["class"] != e["class"] and 0 <= e["lean"]["p"] <= 1 - e["p_own"] + 1e-6
+        assert e["outside"] and not set(e["outside"]) & set(rows)
+        d = ((z[e["outside"]] - means[e["id"]]) ** 2).sum(1)
+        assert (np.diff(d) >= -1e-4).all()
     assert js["mode"] == "bic" and set(js["bic"]) == set(CLASSES)
+    assert not run.has("analysis/subclass_images.npy")      # this run stores no images
     mis = run.table("analysis/mislabels.parquet")
     assert list(mis.columns) == ["score", "suggested", "suggested_name", "p_given_oos", "knn_disagree", "rank",
                                  "cleanlab_score", "cleanlab_rank", "cleanlab_issue"] and len(mis) == N
@@ -139,7 +152,7 @@ def test_stored_algorithm2_levels_are_kept(tmp_path):
     A.analyze(path, maps=())
     run = open_run(path)
     t = run.table("analysis/subclasses.parquet")
-    assert list(t.columns) == ["subclass", "subclass_l1", "subclass_l2"]
+    assert list(t.columns) == ["subclass", "facet_levels", "facet_expression", "facet_look", "subclass_l1", "subclass_l2"]
     assert np.array_equal(t["subclass_l2"], l2) and run.json("analysis/subclasses.json")["mode"] == "dgms"
     assert run.metrics()["subclass"]["mode"] == "dgms"
     with pytest.raises(ValueError):
@@ -236,10 +249,10 @@ def test_scores_against_truth_are_exact_on_perfect_input():
     assert m["cleanlab"]["precision_at_k"] == 0.5                  # ranks rows 0, 1 first
 
 
-def test_crowd_votes_switch_the_fast_mode_to_posterior_and_votes(tmp_path):
-    """With vote_<class> columns (what training stores for FER+-like sources) "auto" fits the
-    mixtures on the posterior and the votes; "embedding" forces the embedding; asking for votes a
-    run lacks is a one-line error naming the fix."""
+def test_crowd_votes_are_a_facet_not_the_headline(tmp_path):
+    """With vote_<class> columns (what training stores for FER+-like sources) the headline sub-classes
+    still come from the images; the crowd's reading is an extra facet, first only when asked for by
+    name; asking for votes a run lacks is a one-line error naming the fix."""
     path = make_run(tmp_path / "run")
     run = open_run(path)
     items = run.items()
@@ -253,12 +266,70 @@ def test_crowd_votes_switch_the_fast_mode_to_posterior_and_votes(tmp_path):
     run.put_table("items.parquet", items)
     run.save_manifest()
     out = A.analyze(path, maps=())
-    assert out["subclass"]["features"] == "posterior+votes"
-    assert open_run(path).json("analysis/subclasses.json")["features"] == "posterior+votes"
-    assert out["subclass"]["nmi_within"] > 0.8
-    out = A.analyze(path, maps=(), features="embedding")
-    assert out["subclass"]["features"] == "embedding"
+    js = open_run(path).json("analysis/subclasses.json")
+    assert js["primary"] == "expression" and out["subclass"]["features"] == "expression"
+    assert [f["name"] for f in js["facets"]] == ["expression", "look", "crowd"]
+    crowd = open_run(path).table("analysis/subclasses.parquet")["facet_crowd"].to_numpy()
+    assert A.subclass_scores(crowd, hidden, items["label"].to_numpy())["nmi_within"] > 0.8
+    # the images' recovery never counts the crowd facet
+    assert "crowd" not in out["subclass"]["recovery"]["gt_subclass"]["by_facet"]
+    out = A.analyze(path, maps=(), features="posterior+votes")
+    assert out["subclass"]["features"] == "posterior+votes" and out["subclass"]["primary"] == "crowd"
     plain = make_run(tmp_path / "plain")
     with pytest.raises(ValueError, match="no crowd votes"):
         A.analyze(plain, maps=(), features="posterior+votes")
-    assert A.analyze(plain, maps=())["subclass"]["features"] == "embedding"
+    assert [f for f in A.analyze(plain, maps=())["subclass"]["facets"]] == ["expression", "look"]
+
+
+def test_group_recovery_on_hand_made_labels():
+    """Two classes. Class 0 hides groups a (30 images) and b (30); class 1 hides c (50) and a group
+    of 10, too small to score. The found sub-classes match a exactly, cut b in two halves
+    (best F1 = 2*15/(15+30) = 0.667, found) and lump c with the small group (F1 = 2*50/(60+50) = 0.909)."""
+    labels = np.array([0] * 60 + [1] * 60)
+    hidden = np.array([0] * 30 + [1] * 30 + [2] * 50 + [3] * 10)
+    found = np.array([0] * 30 + [1] * 15 + [2] * 15 + [3] * 60)
+    r = A.group_recovery(found, hidden, labels, min_size=20, threshold=0.6)
+    assert r["groups"] == 3 and r["found"] == 3
+    f1 = {(g["class"], g["value"]): g["f1"] for g in r["per_group"]}
+    assert f1 == pytest.approx({(0, 0): 1.0, (0, 1): 2 / 3, (1, 2): 100 / 110})
+    assert r["mean_f1"] == pytest.approx((1 + 2 / 3 + 100 / 110) / 3)
+    # a threshold above 2/3 leaves b unfound; a sub-class from another class never matches
+    assert A.group_recovery(found, hidden, labels, threshold=0.7)["found"] == 2
+    # several facets: a group takes its best match over all of them, and says which facet found it
+    other = np.array([0] * 30 + [1] * 30 + [3] * 60)
+    both = A.group_recovery({"one": found, "two": other}, hidden, labels)
+    assert {(g["value"], g["facet"]) for g in both["per_group"]} >= {(1, "two")}
+    assert next(g["f1"] for g in both["per_group"] if g["value"] == 1) == 1.0
+    # an attribute: only its positive value is a group ("no glasses" is nothing to find)
+    glasses = np.array(([1] * 25 + [0] * 35) * 2)
+    r = A.group_recovery(np.array([0] * 25 + [1] * 35 + [2] * 25 + [3] * 35), glasses, labels, positive_only=True)
+    assert r["groups"] == 2 and r["found"] == 2 and r["mean_f1"] == 1.0
+
+
+def test_sub_classes_of_a_run_without_votes_come_from_the_images(tmp_path):
+    """A synthetic run without votes: training stores the backbone features, analyze splits on them
+    (no vote column anywhere), and metrics.json carries the hidden-group recovery per factor."""
+    from conftest import tiny_config
+    from pipeline.train import train
+
+    import dataclasses
+
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, spec="synthetic:320,votes=none"))
+    run = train(cfg, tmp_path / "run", quiet=True)
+    assert not [c for c in run.items().columns if c.startswith("vote_")]
+    assert run.array("features.npy").shape[0] == 320
+    out = A.analyze(run.path, maps=())
+    js = open_run(run.path).json("analysis/subclasses.json")
+    assert js["primary"] == "expression" and "crowd" not in [f["name"] for f in js["facets"]]
+    assert all("feature maps" in f["about"] for f in js["facets"])
+    rec = open_run(run.path).metrics()["subclass"]["recovery"]
+    assert set(rec) == {"gt_subclass", "gt_glasses", "gt_baby"}
+    assert rec["gt_subclass"]["groups"] >= 2          # 320 images: only groups of >= 20 in a class count
+    for v in rec.values():
+        assert 0 <= v["found"] <= v["groups"] and (0 <= v["mean_f1"] <= 1 or v["groups"] == 0)
+    assert out["subclass"]["recovery"]["gt_subclass"] == rec["gt_subclass"]
+    K = len(js["subclasses"])
+    assert open_run(run.path).array("analysis/subclass_images.npy").shape == (K, 48, 48)
+    assert open_run(run.path).array("analysis/class_images.npy").shape == (8, 48, 48)
+    assert "expression variants" in A.format_recovery(out["subclass"])

@@ -132,7 +132,7 @@ def test_storage_forms():
     assert list(t.columns) == ["subclass", "subclass_l1", "subclass_l2"] and len(t) == len(z)
     js = H.to_json(h, [f"c{i}" for i in range(4)])
     assert js["mode"] == "bic" and len(js["subclasses"]) == h.n_subclasses
-    assert set(js["subclasses"][0]) == {"id", "class", "class_name", "index_in_class", "size", "share",
+    assert set(js["subclasses"][0]) == {"id", "facet", "class", "class_name", "index_in_class", "size", "share",
                                         "medoid", "topk", "variance"}
     assert set(js["bic"]) == {"c0", "c1", "c2", "c3"}
 
@@ -218,7 +218,7 @@ def test_a_component_too_small_to_browse_joins_its_likeliest_neighbour():
 
 
 def test_resolve_features():
-    assert H.resolve_features("auto", True) == "posterior+votes"
+    assert H.resolve_features("auto", True) == "embedding"       # sub-classes come from the images
     assert H.resolve_features("auto", False) == "embedding"
     assert H.resolve_features("embedding", True) == "embedding"
     with pytest.raises(ValueError, match="no crowd votes"):

@@ -43,3 +43,31 @@ def test_spec_parsing_and_errors():
     for bad in ("synthetic:10", "synthetic:abc", "synthetic:200,flip=0.9", "synthetic:200,color=1"):
         with pytest.raises(DataError):
             load_source(bad, DataConfig())
+
+
+def test_votes_none_drops_the_votes_and_nothing_else():
+    crowd = load_source("synthetic:300,seed=5", DataConfig())
+    bare = load_source("synthetic:300,seed=5,votes=none", DataConfig())
+    assert crowd.votes is not None and bare.votes is None
+    assert np.array_equal(crowd.images, bare.images) and crowd.table.equals(bare.table)
+    with pytest.raises(DataError, match="votes=crowd or votes=none"):
+        load_source("synthetic:300,votes=some", DataConfig())
+
+
+def test_votes_hint_at_variants_without_naming_them():
+    """A rule on the votes alone (no image): inside a class, group images by the class most of their
+    off-majority votes went to. With votes that named each variant's lean class every time it found
+    almost every variant; FER+-like noisy votes leave most of them unfound."""
+    from pipeline.analysis import group_recovery
+
+    ds = generate(4000)
+    t = ds.table
+    given = t["label"].to_numpy()
+    off = ds.votes.copy()
+    off[np.arange(len(off)), given] = 0
+    rule = np.where(off.sum(1) > 0, off.argmax(1), given)      # no hesitation: a group of its own
+    rec = group_recovery(given * 8 + rule, t["gt_subclass"].to_numpy(), given)
+    assert rec["groups"] >= 19 and rec["found"] <= 5
+    # hesitation is FER+-like: under one vote in ten on average, never more than three
+    hesitant = ds.votes.sum(1) - ds.votes[np.arange(len(given)), given]
+    assert 0.3 < hesitant.mean() < 1.5 and hesitant.max() <= 3

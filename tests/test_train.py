@@ -116,17 +116,17 @@ def test_dgms_levels_produce_subclasses(tmp_path):
 
 
 def test_dgms_split_features_embedding_or_crowd(tmp_path):
-    """With votes in the data (synthetic), Algorithm 2 splits on the posterior and the votes by
-    default; hierarchy.features='embedding' splits on the embedding, so the sub-labels differ;
+    """With votes in the data (synthetic), Algorithm 2 splits on the embedding by default (sub-classes
+    come from the images) and on the posterior and the votes when asked, so the sub-labels differ;
     an unknown choice is refused before anything is written."""
     from pipeline.train import TrainingError
 
     runs = {}
-    for feat in ("auto", "embedding"):
+    for feat in ("auto", "posterior+votes"):
         cfg = tiny_config(epochs=1).replace(hierarchy=HierarchyConfig(levels=2, min_per_subclass=8, features=feat))
         runs[feat] = train(cfg, tmp_path / feat, quiet=True).items()["dgms_subclass"].to_numpy()
-    assert runs["auto"].max() >= 8 and runs["embedding"].max() >= 8       # classes were split either way
-    assert not np.array_equal(runs["auto"], runs["embedding"])
+    assert runs["auto"].max() >= 8 and runs["posterior+votes"].max() >= 8       # classes were split either way
+    assert not np.array_equal(runs["auto"], runs["posterior+votes"])
     bad = tiny_config(epochs=1).replace(hierarchy=HierarchyConfig(levels=2, features="pixels"))
     with pytest.raises(TrainingError, match="sub-class features"):
         train(bad, tmp_path / "bad", quiet=True)

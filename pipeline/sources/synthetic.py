@@ -6,9 +6,10 @@ surprise: eyes only / eyes and open mouth / hands on face; ...), crossed with at
 across classes (glasses, baby proportions, skin tone, head tilt, lighting, noise). A known fraction
 of labels (default 8%) is flipped to a confusable class, and every image carries a 10-vote
 distribution like FER+ centred on its *given* label (the annotators made the flip, so the votes
-do not leak it). Ground truth travels in ``gt_*`` columns so every later stage can be scored.
+do not leak it); its few hesitation votes lean towards the class its variant resembles only some of the
+time, as FER+'s do. ``votes=none`` drops the votes (a folder of images has none). Ground truth travels in ``gt_*`` columns so every later stage can be scored.
 
-Spec: ``synthetic``, ``synthetic:N`` or ``synthetic:N,seed=S,flip=F``.
+Spec: ``synthetic``, ``synthetic:N`` or ``synthetic:N,seed=S,flip=F,votes=crowd|none``.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ CLASS_SHARE = np.array([0.17, 0.17, 0.13, 0.13, 0.12, 0.09, 0.10, 0.09])
 
 
 def _parse(arg: str) -> dict:
-    out = {"n": 4000, "seed": 0, "flip": 0.08}
+    out = {"n": 4000, "seed": 0, "flip": 0.08, "votes": "crowd"}
     if not arg:
         return out
     for i, part in enumerate(p.strip() for p in arg.split(",")):
@@ -60,9 +61,14 @@ def _parse(arg: str) -> dict:
         elif i == 0:
             k, v = "n", part
         else:
-            raise DataError(f"synthetic: cannot read {part!r}; use synthetic:N,seed=S,flip=F")
+            raise DataError(f"synthetic: cannot read {part!r}; use synthetic:N,seed=S,flip=F,votes=crowd|none")
         if k not in out:
-            raise DataError(f"synthetic: unknown option {k!r}; use n, seed or flip")
+            raise DataError(f"synthetic: unknown option {k!r}; use n, seed, flip or votes")
+        if k == "votes":
+            if v not in ("crowd", "none"):
+                raise DataError(f"synthetic: votes={v!r}; use votes=crowd or votes=none")
+            out[k] = v
+            continue
         try:
             out[k] = float(v) if k == "flip" else int(v)
         except ValueError:
@@ -76,7 +82,8 @@ def _parse(arg: str) -> dict:
 
 def load(arg: str, cfg) -> Dataset:
     opts = _parse(arg)
-    return generate(opts["n"], seed=opts["seed"], flip_rate=opts["flip"], size=cfg.image_size if cfg else S)
+    return generate(opts["n"], seed=opts["seed"], flip_rate=opts["flip"], size=cfg.image_size if cfg else S,
+                    votes=opts["votes"] == "crowd")
 
 
 # ----------------------------------------------------------------------------- drawing primitives
@@ -260,8 +267,12 @@ def _draw_face(rng: np.random.Generator, cls: str, sub: str, attrs: dict, size: 
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def generate(n: int = 4000, *, seed: int = 0, flip_rate: float = 0.08, size: int = S) -> Dataset:
-    """Generate ``n`` faces deterministically from ``seed``. Returns a :class:`Dataset`."""
+def generate(n: int = 4000, *, seed: int = 0, flip_rate: float = 0.08, size: int = S, votes: bool = True) -> Dataset:
+    """Generate ``n`` faces deterministically from ``seed``. Returns a :class:`Dataset`.
+
+    ``votes=False`` gives a data set without crowd votes (like a folder of images); images, labels and
+    splits are the same either way.
+    """
     rng = np.random.default_rng(seed)
     classes = list(FERPLUS_CLASSES)
     C = len(classes)
@@ -306,27 +317,11 @@ def generate(n: int = 4000, *, seed: int = 0, flip_rate: float = 0.08, size: int
         opts = CONFUSABLE[classes[true[i]]]
         given[i] = classes.index(opts[rng.integers(len(opts))])
 
-    # 10 votes centred on the given label (the annotators made the flip, so the votes do not leak it).
-    # Hesitant votes go to the class the image's hidden sub-class leans to, else to a confusable class.
-    votes = np.zeros((n, C), np.float32)
-    for i in range(n):
-        lean = SUBCLASSES[classes[true[i]]][sub_local[i]][2]
-        if flipped[i] or lean is None:
-            k_other = min(2, rng.binomial(10, rng.beta(1.0, 12.0)))
-            alt = [classes.index(x) for x in CONFUSABLE[classes[given[i]]]]
-            targets_other = rng.choice(alt, size=k_other)
-        else:
-            k_other = int(rng.integers(2, 5))
-            targets_other = np.full(k_other, classes.index(lean))
-        votes[i, given[i]] += 10 - k_other
-        for v in targets_other:
-            votes[i, v] += 1
-    # keep the strict majority on the given label (FER+ would drop the image otherwise)
-    top_other = np.max(np.where(np.eye(C, dtype=bool)[given], -1, votes), axis=1)
-    assert (votes[np.arange(n), given] > top_other).all(), "votes lost their majority"
-
     u = rng.random(n)
     split = np.where(u < 0.8, "train", np.where(u < 0.9, "val", "test"))
+    # Votes come from their own generator, so images, labels and splits are the same with or without them.
+    vote_arr = _crowd_votes(np.random.default_rng([seed, 104729]), true, given, sub_local, flipped, classes) if votes else None
+
     table = make_table(
         ids=[f"syn{seed}-{i:06d}" for i in range(n)], source="synthetic", split=split, label=given, classes=classes,
         gt_label=true, gt_label_name=np.asarray(classes, dtype=object)[true],
@@ -334,4 +329,35 @@ def generate(n: int = 4000, *, seed: int = 0, flip_rate: float = 0.08, size: int
         gt_flipped=flipped, gt_glasses=attrs["glasses"], gt_baby=attrs["baby"],
         gt_skin=attrs["skin"], gt_tilt=attrs["tilt"], gt_lighting=attrs["lighting"],
     )
-    return Dataset(table=table, images=images, classes=classes, votes=votes, name=f"synthetic:{n}")
+    return Dataset(table=table, images=images, classes=classes, votes=vote_arr, name=f"synthetic:{n}")
+
+
+# Hesitation votes, shaped like FER+'s: most images get 0-1 votes off the majority, a few get 2-3. An image
+# of a variant with a lean sends each hesitation vote to that lean class only with probability LEAN_P;
+# the rest go to a random other class (SCATTER_P) or to a class people confuse with the given one. So the
+# votes hint at a variant (as FER+'s do) without naming it: a rule on the votes alone finds few variants.
+HESITATION = (1.2, 6.0)     # Beta(a, b) share of the 10 annotators who hesitate
+MAX_HESITATION = 3
+LEAN_P = 0.5
+SCATTER_P = 0.25
+
+
+def _crowd_votes(rng: np.random.Generator, true, given, sub_local, flipped, classes) -> np.ndarray:
+    n, C = len(true), len(classes)
+    votes = np.zeros((n, C), np.float32)
+    k_other = np.minimum(MAX_HESITATION, rng.binomial(10, rng.beta(*HESITATION, size=n)))
+    for i in range(n):
+        lean = None if flipped[i] else SUBCLASSES[classes[true[i]]][sub_local[i]][2]
+        confusable = [classes.index(x) for x in CONFUSABLE[classes[given[i]]]]
+        for _ in range(k_other[i]):
+            r = rng.random()
+            if lean is not None and r < LEAN_P:
+                target = classes.index(lean)
+            elif r < LEAN_P + SCATTER_P:
+                target = int(rng.choice([c for c in range(C) if c != given[i]]))
+            else:
+                target = int(rng.choice(confusable))
+            votes[i, target] += 1
+        votes[i, given[i]] += 10 - k_other[i]
+    # the given label keeps a strict majority (FER+ drops images without one): at most 3 of 10 disagree
+    return votes
