@@ -177,9 +177,70 @@ def _subclass_rows(path: str, stamp_: int) -> np.ndarray | None:
     return r.table("analysis/subclasses.parquet")["subclass"].to_numpy(dtype=np.int64)
 
 
-def subclass_of_rows(path: str | Path) -> np.ndarray | None:
-    """(N,) global sub-class id of every row (final level), or None before ``analyze``."""
-    return _subclass_rows(str(path), stamp(path))
+def subclass_of_rows(path: str | Path, column: str = "subclass") -> np.ndarray | None:
+    """(N,) global sub-class id of every row: the primary facet's (``subclass``), or the facet stored in
+    ``column`` (``facet_<name>``, subclasses.json ``facets``); None before ``analyze`` or without it."""
+    if column == "subclass":
+        return _subclass_rows(str(path), stamp(path))
+    return _facet_rows(str(path), stamp(path), column)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _facet_rows(path: str, stamp_: int, column: str) -> np.ndarray | None:
+    import pyarrow.parquet as pq
+
+    r = _run(path, stamp_)
+    name = "analysis/subclasses.parquet"
+    if not r.has(name) or column not in pq.read_schema(r.file(name)).names:
+        return None
+    return r.table(name)[column].to_numpy(dtype=np.int64)
+
+
+def facets(path: str | Path) -> list[dict]:
+    """The stored sub-class facets (subclasses.json ``facets``), primary first; a run analysed before
+    facets existed has one, made from its ``mode``/``features``."""
+    info = subclasses(path) or {}
+    if info.get("facets"):
+        return list(info["facets"])
+    return [{"name": "subclass", "title": "Sub-classes", "about": "", "column": "subclass", "first_id": 0,
+             "n_subclasses": len(info.get("subclasses", []))}]
+
+
+def in_facet(entry: dict, facet: dict, primary: str) -> bool:
+    """Whether a subclasses.json entry belongs to ``facet`` (entries of older runs have no facet)."""
+    return entry.get("facet", primary) == facet.get("name", primary) or facet.get("name") == "subclass"
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _mean_images(path: str, stamp_: int):
+    r = _run(path, stamp_)
+    if not (r.has("analysis/subclass_images.npy") and r.has("analysis/class_images.npy")):
+        return None
+    return np.asarray(r.array("analysis/subclass_images.npy")), np.asarray(r.array("analysis/class_images.npy"))
+
+
+def mean_image_pngs(path: str | Path, sid: int, cls: int) -> tuple[bytes, bytes, bytes] | None:
+    """PNGs of the sub-class's mean image, its class's mean image, and their difference (mid-grey: no
+    difference; lighter: brighter in the sub-class), or None when analyze stored no mean images."""
+    got = _mean_images(str(path), stamp(path))
+    if got is None:
+        return None
+    subs, cls_imgs = got
+    if not (0 <= sid < len(subs) and 0 <= cls < len(cls_imgs)):
+        return None
+    a, b = subs[sid].astype(np.float32), cls_imgs[cls].astype(np.float32)
+    diff = a - b
+    scale = max(float(np.abs(diff).max()), 1.0)
+    diff_img = np.clip(128 + 127 * diff / scale, 0, 255).astype(np.uint8)
+    return _png(subs[sid]), _png(cls_imgs[cls]), _png(diff_img)
+
+
+def _png(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(img, dtype=np.uint8), mode="L").save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def progress(path: str | Path) -> list[dict]:
@@ -289,6 +350,9 @@ def _colour_options(path: str, stamp_: int) -> dict[str, str]:
     opts = {"label": "Given label"}
     if r.has("analysis/subclasses.parquet"):
         opts["subclass"] = "Sub-class"
+        info = _json(path, stamp_, "analysis/subclasses.json") or {}
+        for f in (info.get("facets") or [])[1:]:     # the primary facet is "subclass" itself
+            opts[str(f["column"])] = f"Sub-class: {f.get('title', f['name'])}"
     if "pred" in cols:
         opts["pred"] = "kNN prediction"
     if r.has("analysis/mislabels.parquet"):
@@ -314,11 +378,11 @@ def _colouring(path: str, stamp_: int, by: str, names: tuple) -> figures.Colouri
         return figures.categorical(df["label"].to_numpy(), names=classes, title="given label")
     if by == "pred":
         return figures.categorical(df["pred"].to_numpy(), names=classes, title="kNN prediction")
-    if by == "subclass":
-        sub = _subclass_rows(path, stamp_)
+    if by == "subclass" or by.startswith("facet_"):
+        sub = _subclass_rows(path, stamp_) if by == "subclass" else _facet_rows(path, stamp_, by)
         info = {s["id"]: s for s in (_json(path, stamp_, "analysis/subclasses.json") or {}).get("subclasses", [])}
         named = dict(names)
-        ids = sorted(set(np.unique(sub).tolist()) | set(info))
+        ids = sorted(set(np.unique(sub).tolist()))       # this facet's sub-classes only
         labels = [subclass_label(info.get(i, {"id": i}), named.get(i)) for i in ids]
         lookup = np.zeros(max(ids) + 1 if ids else 1, dtype=np.int64)
         lookup[ids] = np.arange(len(ids))
@@ -344,7 +408,7 @@ def colouring(path: str | Path, by: str, *, subclass_names: dict[int, str] | Non
         vals = np.fromiter((d.get(i, ("not reviewed",))[0] for i in ids), dtype=object, count=len(ids)) if d \
             else np.full(len(ids), "not reviewed", dtype=object)
         return figures.categorical(vals, title="review", order=["not reviewed", "keep", "flag", "relabel"])
-    names = tuple(sorted((subclass_names or {}).items())) if by == "subclass" else ()
+    names = tuple(sorted((subclass_names or {}).items())) if by == "subclass" or by.startswith("facet_") else ()
     return _colouring(str(path), stamp(path), by, names)
 
 

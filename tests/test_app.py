@@ -100,6 +100,35 @@ def test_subclass_rename_is_kept_and_opens_on_the_map(runs_root):
     assert set(store.tags()["tag"]) == {"glasses"} and len(store.tags()) == len(flagged)
 
 
+def test_subclass_cards_say_what_sets_a_group_apart_and_switch_facets(runs_root):
+    at = goto(start(), "subclasses")
+    # the facets analyze stored, images first; the crowd's reading is there (the fixture has votes) but not first
+    assert at.segmented_control(key="sub_facet").value == "expression"
+    opts = at.segmented_control(key="sub_facet").options
+    assert opts[:2] == ["What varies inside this class", "Look shared across classes"]
+    assert "How the crowd read it" in opts
+    # every card: medoid, the group's mean image, its class's mean image, their difference
+    cards = [[i.caption for i in im.proto.imgs] for im in at.get("image")]
+    assert ["medoid", "its mean", "class mean", "difference"] in cards, cards
+    caps = [c.value for c in at.caption]
+    assert any("leaning to" in c and "% of" in c for c in caps), caps
+    # more like it: the nearest images outside the group
+    toggle = next(t for t in at.toggle if t.key.startswith("submore_"))
+    toggle.set_value(True).run()
+    ok(at)
+    assert any("Nearest outside the group" in c.value for c in at.caption)
+    # another facet: other sub-classes (ids run on after the first facet's), its own description
+    first_ids = {k.key for k in at.text_input if k.key.startswith("subname_")}
+    at.segmented_control(key="sub_facet").set_value("look").run()
+    ok(at)
+    look_ids = {k.key for k in at.text_input if k.key.startswith("subname_")}
+    assert look_ids and not look_ids & first_ids
+    assert any("recur across classes" in c.value for c in at.caption)
+    # the overview reports the hidden groups found (synthetic ground truth)
+    ov = goto(at, "overview")
+    assert "expression variants" in str([d.value for d in ov.dataframe])
+
+
 def test_mislabel_queue_actions_and_export(runs_root):
     at = goto(start(), "mislabels")
     keeps = [b.key for b in at.button if b.key and b.key.startswith("keep_")]

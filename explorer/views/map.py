@@ -41,7 +41,7 @@ with run_guard():
 
     store = widgets.store(path)
     col = data.colouring(path, by,
-                         subclass_names=store.subclass_names() if by == "subclass" else None,
+                         subclass_names=store.subclass_names() if by == "subclass" or by.startswith("facet_") else None,
                          decisions=store.decision_map() if by == "review" else None)
     xy = data.map_xy(path, maps[mi]["file"])
     highlight = None

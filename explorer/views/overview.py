@@ -59,7 +59,20 @@ if isinstance(sub, dict) or isinstance(mis, dict):
     if isinstance(sub, dict):
         with c1:
             st.subheader("Sub-classes")
-            st.write(f"{sub.get('n_subclasses', '?')} sub-classes found ({md(sub.get('mode', '?'))} mode).")
+            fac = sub.get("facets") or {}
+            if fac:
+                st.write(", ".join(f"{v.get('n_subclasses', '?')} by {md(k)}" for k, v in fac.items())
+                         + f" (shown first: {md(sub.get('primary', '?'))}).")
+            else:
+                st.write(f"{sub.get('n_subclasses', '?')} sub-classes found ({md(sub.get('mode', '?'))} mode).")
+            rec = sub.get("recovery") or {}
+            if rec:
+                names = {"gt_subclass": "expression variants", "gt_glasses": "people with glasses",
+                         "gt_baby": "babies"}
+                st.dataframe(pd.DataFrame([{"hidden groups": names.get(k, k), "found": int(v["found"]),
+                                            "of": int(v["groups"]), "mean best F1": round(float(v["mean_f1"]), 2)}
+                                           for k, v in rec.items()]), hide_index=True)
+                st.caption(md(f"Synthetic ground truth: {sub.get('recovery_rule', '')}."))
             if sub.get("nmi") is not None:
                 st.write(f"Agreement with the hidden sub-classes: NMI {100 * float(sub['nmi']):.1f} %"
                          + (f", {100 * float(sub['nmi_within']):.1f} % within classes."
