@@ -78,11 +78,11 @@ class Hierarchy:
 
 
 # ----------------------------------------------------------------------------- mixtures
-def _gmm(k: int, seed: int, covariance_type: str):
+def _gmm(k: int, seed: int, covariance_type: str, n_init: int = 1):
     from sklearn.mixture import GaussianMixture
 
     return GaussianMixture(n_components=k, covariance_type=covariance_type, reg_covar=_REG_COVAR,
-                           n_init=1, max_iter=200, init_params="k-means++", random_state=seed)
+                           n_init=n_init, max_iter=200, init_params="k-means++", random_state=seed)
 
 
 def _cap(n: int, k: int, min_per_subclass: int) -> int:
@@ -277,14 +277,17 @@ def _browsable(gm, zf: np.ndarray, scale: float, min_per_subclass: int) -> np.nd
 #   "look":       appearance every class shares (glasses, a baby's face, lighting, skin): one mixture over
 #                 the pooled within-class residuals of all classes, so a rare look is fit on every class's
 #                 examples of it at once, then read inside each class.
+#   "look_embedding": the same on the embedding instead of the backbone's features.
 #   "crowd":      :func:`crowd_features`, where the data has votes: how the crowd read it.
 #   "levels":     Algorithm 2 sub-labels stored by training (--levels > 1).
 FACET_TITLES = {"expression": "What varies inside this class", "look": "Look shared across classes",
+                "look_embedding": "Look in the embedding",
                 "crowd": "How the crowd read it", "levels": "Algorithm 2 levels (training)"}
 EXPRESSION_DIMS = 3        # per-class directions kept; 3 found the most variants of 1..8 (RESULTS.md)
 LOOK_DIMS = 16             # pooled residual components kept for the look facet
 LOOK_MAX_COMPONENTS = 8    # looks the shared mixture may find (BIC picks fewer)
 LOOK_MAX_FIT = 20000       # rows the shared mixture is fit on (a seeded sample above that)
+LOOK_N_INIT = 1            # EM restarts of the shared mixture (one mixture in all, so restarts are cheap)
 
 
 @dataclass
@@ -391,7 +394,7 @@ def shared_features(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray |
 
 def fit_shared(z: np.ndarray, labels: np.ndarray, features: np.ndarray, *, fit_mask: np.ndarray | None = None,
                max_components: int = LOOK_MAX_COMPONENTS, min_per_subclass: int = 64, seed: int = 0,
-               topk: int = 16, max_fit: int = LOOK_MAX_FIT) -> Hierarchy:
+               topk: int = 16, max_fit: int = LOOK_MAX_FIT, n_init: int = LOOK_N_INIT) -> Hierarchy:
     """One mixture (full covariances, k by minimum BIC up to ``max_components``) over the ``features``
     of all classes together; a sub-class is (class, component). Inside a class, a component with fewer
     than Mc / 2 images hands them to their most likely component that has more (smallest first), so
@@ -408,7 +411,7 @@ def fit_shared(z: np.ndarray, labels: np.ndarray, features: np.ndarray, *, fit_m
     curve, best = [], (np.inf, None)
     with threadpool_limits(1):
         for k in range(1, max(1, min(int(max_components), len(rows) // max(1, int(min_per_subclass)))) + 1):
-            gm = _gmm(k, seed, "full").fit(f[rows])
+            gm = _gmm(k, seed, "full", n_init=n_init).fit(f[rows])
             bic = float(gm.bic(f[rows]))
             curve.append((k, bic))
             if bic < best[0]:
