@@ -33,11 +33,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from pipeline import config
+from pipeline.config import ConfigError, DataConfig, HierarchyConfig, LossConfig, RunConfig, TrainConfig, recipe
+
 STATE_DIR = ".explorer"
 ACTIVE = ("running", "cancelling")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LOSSES = ("sgm", "triplet", "softmax")
-BACKBONES = ("auto", "light", "resnet18")  # auto: the pipeline picks (resnet18 on a GPU, light on a CPU)
+LOSSES = config.LOSSES
+BACKBONES = ("auto",) + config.BACKBONES  # auto: the recipe picks (resnet18 on a GPU, light on a CPU)
 
 
 class JobError(RuntimeError):
@@ -297,41 +300,45 @@ def pipeline_argv(*args: str) -> list[str]:
 
 @dataclass(frozen=True)
 class TrainRequest:
-    """What the training form asks for; turned into ``pipeline train`` flags."""
-    spec: str = "synthetic"
-    loss: str = "sgm"
-    backbone: str = "light"         # "auto" lets the pipeline choose
-    epochs: int = 0                 # 0: the pipeline's default
-    levels: int = 1
-    seed: int = 0
+    """What the training form asks for. :meth:`config` turns it into a RunConfig through
+    :func:`pipeline.config.recipe` (so the form's defaults are the CLI's); the job trains with
+    ``pipeline train --config FILE``."""
+    spec: str = DataConfig.spec
+    loss: str = LossConfig.name
+    backbone: str = "auto"          # "auto": the recipe picks (resnet18 on a GPU, light on a CPU)
+    epochs: int = 0                 # 0: the recipe's
+    levels: int = HierarchyConfig.levels
+    seed: int = TrainConfig.seed
     data_roots: tuple[str, ...] = field(default_factory=tuple)
     resume: bool = False
 
-    def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise JobError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+    def config(self) -> RunConfig:
+        """The RunConfig to train with; JobError (one line) when it cannot be trained."""
         if self.backbone not in BACKBONES:
             raise JobError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
-        if not (0 <= int(self.epochs) <= 1000):
-            raise JobError("epochs must be between 1 and 1000")
-        if not (1 <= int(self.levels) <= 8):
-            raise JobError("levels must be between 1 and 8")
-        if not self.spec or any(c in self.spec for c in "\n\r\0"):
-            raise JobError("data source is empty or not one line")
+        try:
+            return recipe(self.spec, self.backbone, **{
+                "loss.name": self.loss, "hierarchy.levels": int(self.levels), "train.seed": int(self.seed),
+                "train.epochs": int(self.epochs) or None, "data.data_roots": tuple(map(str, self.data_roots)),
+            }).validate()
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise JobError(str(exc).strip().splitlines()[0] if str(exc).strip() else "bad training options") from None
 
-    def train_argv(self, out: Path) -> list[str]:
-        self.validate()
-        argv = ["train", "--data", self.spec, "--out", str(out), "--loss", self.loss,
-                "--levels", str(int(self.levels)), "--seed", str(int(self.seed)), "--no-progress-bar"]
-        if self.backbone != "auto":
-            argv += ["--backbone", self.backbone]
-        if self.epochs:
-            argv += ["--epochs", str(int(self.epochs))]
-        for r in self.data_roots:
-            argv += ["--data-root", str(r)]
+    def validate(self) -> None:
+        self.config()
+
+    def train_argv(self, out: Path, config_file: Path) -> list[str]:
+        """Write the config to ``config_file``; the ``pipeline train`` command that trains with it."""
+        self.config().save(config_file)
+        argv = ["train", "--config", str(config_file), "--out", str(out), "--no-progress-bar"]
         if self.resume:
             argv.append("--resume")
         return pipeline_argv(*argv)
+
+
+def config_file(root: Path, run_dir: Path) -> Path:
+    """Where the app keeps the config file of a job training into ``run_dir``."""
+    return state_dir(root) / "configs" / f"{Path(run_dir).name}.json"
 
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -412,7 +419,7 @@ def new_run_dir(root: Path, req: TrainRequest) -> Path:
 def start_train(root: Path, req: TrainRequest, *, analyze: bool = True, run_dir: Path | None = None,
                 kind: str = "train") -> Job:
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(root, req)
-    steps = [req.train_argv(run_dir)]
+    steps = [req.train_argv(run_dir, config_file(root, run_dir))]
     if analyze:
         steps.append(pipeline_argv("analyze", str(run_dir)))
     title = f"{req.loss} / {req.backbone} on {req.spec}"
@@ -444,7 +451,8 @@ def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: st
         req = TrainRequest(spec=spec, epochs=epochs, resume=True)
     elif status == "broken" or (status is None and demo.exists() and any(demo.iterdir())):
         demo = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return start(root, "demo", demo, [req.train_argv(demo), pipeline_argv("analyze", str(demo))],
+    return start(root, "demo", demo, [req.train_argv(demo, config_file(root, demo)),
+                                      pipeline_argv("analyze", str(demo))],
                  title="the synthetic demo")
 
 

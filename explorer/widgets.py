@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import streamlit as st
 
+from pipeline.config import LossConfig, MAX_EPOCHS, MAX_LEVELS
 from pipeline.runs import RunError
 
 from . import data, jobs, settings
@@ -341,14 +342,15 @@ def train_form(root: Path, *, key: str) -> None:
         other = st.text_input("…or a data spec", key=f"{key}_other", placeholder="folder:/path/under/a/data/root",
                               help="Paths must lie under a data root: "
                                    + (", ".join(str(r) for r in roots) or f"none set ({settings.DATA_ROOTS_ENV})"))
-        loss = st.segmented_control("Loss", list(jobs.LOSSES), default="sgm", key=f"{key}_loss",
+        loss = st.segmented_control("Loss", list(jobs.LOSSES), default=LossConfig.name, key=f"{key}_loss",
                                     format_func=lambda s: {"sgm": "SGM", "triplet": "Triplet", "softmax": "Softmax"}[s])
         backbone = st.selectbox("Backbone", list(jobs.BACKBONES), key=f"{key}_backbone",
                                 format_func=lambda b: {"auto": "auto (ResNet-18 on a GPU, light on a CPU)",
                                                        "light": "light (4 conv blocks)", "resnet18": "ResNet-18"}[b])
         c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", min_value=1, max_value=500, value=12, step=1, key=f"{key}_epochs")
-        levels = c2.number_input("Levels", min_value=1, max_value=8, value=1, step=1, key=f"{key}_levels",
+        epochs = c1.number_input("Epochs", min_value=1, max_value=MAX_EPOCHS, value=None, step=1, key=f"{key}_epochs",
+                                 placeholder="20 synthetic, 30 other", help="empty: the recipe's (pipeline.config)")
+        levels = c2.number_input("Levels", min_value=1, max_value=MAX_LEVELS, value=1, step=1, key=f"{key}_levels",
                                  help="Algorithm 2: levels > 1 re-trains on sub-class labels")
         analyze = st.checkbox("Analyze when training is done", value=True, key=f"{key}_analyze")
         go = st.form_submit_button("Start training", icon=":material/play_arrow:", type="primary")
@@ -356,7 +358,7 @@ def train_form(root: Path, *, key: str) -> None:
         try:
             chosen = check_spec(other or spec, roots)
             is_synth = chosen.split(":", 1)[0].strip().lower() == "synthetic"
-            req = jobs.TrainRequest(spec=chosen, loss=loss or "sgm", backbone=backbone, epochs=int(epochs),
+            req = jobs.TrainRequest(spec=chosen, loss=loss or LossConfig.name, backbone=backbone, epochs=int(epochs or 0),
                                     levels=int(levels), data_roots=() if is_synth else tuple(str(r) for r in roots))
             job = jobs.start_train(root, req, analyze=analyze)
         except (jobs.JobError, OSError) as exc:

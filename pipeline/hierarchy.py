@@ -28,7 +28,7 @@ __all__ = ["Hierarchy", "split_classes", "fit_fast", "describe", "relabel_compac
            "resolve_features", "FEATURES"]
 
 # What the fast mode's mixtures are fit on: the embedding itself, or crowd_features.
-FEATURES = ("embedding", "posterior+votes")
+from .config import FEATURES, SUBCLASS_FEATURES  # noqa: E402  (the one list of choices)
 
 # Diagonal covariances: with D = 64 and a few hundred images per class a full covariance has
 # more parameters than the class has images, so BIC would always pick k = 1.
@@ -151,7 +151,7 @@ def resolve_features(requested: str, has_votes: bool) -> str:
     """The features sub-class mixtures fit on: ``requested`` ("auto" or one of :data:`FEATURES`),
     with "auto" meaning posterior+votes when the data has crowd votes, else the embedding.
     Raises ValueError (one line) for an unknown choice or posterior+votes without votes."""
-    if requested not in ("auto",) + FEATURES:
+    if requested not in SUBCLASS_FEATURES:
         raise ValueError(f"sub-class features must be auto, {' or '.join(FEATURES)}, not {requested!r}")
     if requested == "auto":
         return "posterior+votes" if has_votes else "embedding"

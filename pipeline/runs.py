@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from .config import RunConfig
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
@@ -210,8 +212,13 @@ class Run:
         return list(self.manifest.get("classes", []))
 
     @property
-    def config(self) -> dict:
-        return self.manifest.get("config", {})
+    def config(self) -> RunConfig:
+        """The run's configuration read back as a :class:`pipeline.config.RunConfig` (fields an older
+        run did not store take today's defaults); a RunError naming the run when it cannot be read."""
+        try:
+            return RunConfig.from_dict(self.manifest.get("config") or {})
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"{self.path}: unreadable config in the manifest ({_one_line(exc)})") from None
 
     @property
     def artifacts(self) -> dict:

@@ -66,7 +66,7 @@ class SimilarIndex:
     def image_size(self) -> int:
         if self.run.has("images.npy"):
             return int(self.run.array("images.npy").shape[-1])
-        return int(self.run.config.get("data", {}).get("image_size", 48))
+        return int(self.run.config.data.image_size)
 
     def embed(self, images_u8: np.ndarray) -> np.ndarray:
         """(M, S, S) uint8 -> (M, D) float32 with the run's model (loaded on first use)."""

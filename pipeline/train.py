@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics as M
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .embed import embed_images, pick_device, to_input
-from .hierarchy import FEATURES, resolve_features
+from .hierarchy import resolve_features
 from .losses import sgm_loss, softmax_loss, triplet_loss
 from .models import build_model
 from .runs import (STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, Run, RunError,
@@ -175,23 +175,13 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
     def _validate(self) -> None:
         c = self.cfg
-        if c.loss.name not in ("sgm", "triplet", "softmax"):
-            raise TrainingError(f"unknown loss {c.loss.name!r}; choose sgm, triplet or softmax")
-        if c.train.epochs < 1:
-            raise TrainingError("epochs must be at least 1")
-        if c.hierarchy.levels < 1:
-            raise TrainingError("levels must be at least 1")
+        try:
+            c.validate()
+        except ConfigError as exc:
+            raise TrainingError(str(exc)) from None
         world = _distributed()[1]
         if world > 1 and c.train.per_class % world:
             raise TrainingError(f"--per-class {c.train.per_class} must be a multiple of the {world} processes")
-        if c.hierarchy.levels > 1 and c.loss.name == "softmax":
-            raise TrainingError("--levels > 1 (Algorithm 2) needs a metric loss: sgm or triplet")
-        if c.hierarchy.features not in ("auto",) + FEATURES:
-            raise TrainingError(f"sub-class features must be auto, {' or '.join(FEATURES)}, not {c.hierarchy.features!r}")
-        if c.loss.sigma <= 0 or not math.isfinite(c.loss.sigma):
-            raise TrainingError(f"sigma must be a positive number, not {c.loss.sigma}")
-        if not math.isfinite(c.train.lr) or c.train.lr <= 0:
-            raise TrainingError(f"learning rate must be a positive number, not {c.train.lr}")
 
     def _open_run(self) -> Run:
         cfgd = self.cfg.to_dict()
@@ -202,7 +192,7 @@ class Trainer:
                 raise RunError(f"cannot resume: {exc}") from None
             if run.status == STATUS_COMPLETE:
                 raise RunError(f"{self.out}: run is already complete; nothing to resume")
-            if run.config != cfgd:
+            if run.manifest.get("config") != cfgd:
                 raise RunError(f"{self.out}: holds a run with a different configuration; resume with the same options")
             return run
         return create_run(self.out, config=cfgd, classes=self.ds.classes)
@@ -619,7 +609,7 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
     from .config import DataConfig
 
     run = open_run(run_path)
-    cfg = RunConfig.from_dict(run.config)
+    cfg = run.config
     items = run.items()
     z = np.asarray(run.embeddings())
     y = items["label"].to_numpy()
