@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pipeline.runs import MANIFEST, STATUS_COMPLETE, Run, RunError, list_runs, open_run, read_jsonl
+from pipeline.runs import MANIFEST, PROGRESS, STATUS_COMPLETE, Run, RunError, list_runs, open_run, read_jsonl
 
 from . import figures
 
@@ -187,7 +187,7 @@ def subclass_of_rows(path: str | Path) -> np.ndarray | None:
 
 def progress(path: str | Path) -> list[dict]:
     """progress.jsonl events; works on runs still training (no manifest check)."""
-    p = Path(path) / "progress.jsonl"
+    p = Path(path) / PROGRESS
     try:
         st_ = p.stat()
     except FileNotFoundError:

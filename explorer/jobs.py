@@ -14,7 +14,8 @@ tab, a restarted server) sees the same job:
     jobs/<id>.step      index of the step now running (written by the runner)
     jobs/<id>.exit      {"returncode", "failed_step", "cancelled", "ended"} (written by the runner)
 
-No Streamlit import here: the views call these functions and :func:`summarize_progress`.
+No Streamlit import here: the views call these functions (and :func:`pipeline.progress.summarize`
+for a job's progress).
 """
 from __future__ import annotations
 
@@ -434,13 +435,13 @@ def start_analyze(root: Path, run_dir: Path) -> Job:
 def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: str = "demo") -> Job:
     """Build the first-launch demo in ``root/name``: train then analyze, or whatever is left of it
     (resume an interrupted training, analyze a trained but unanalysed run)."""
-    from pipeline.runs import RunError, open_run
+    from pipeline.runs import MANIFEST, RunError, open_run
 
     root = Path(root)
     demo = root / name
     req = TrainRequest(spec=spec, epochs=epochs)
     status = None
-    if (demo / "manifest.json").exists():
+    if (demo / MANIFEST).exists():
         try:
             status = open_run(demo, require_complete=False).status
         except RunError:
@@ -458,91 +459,6 @@ def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: st
 
 def command_line(job: Job) -> str:
     return " && ".join(shlex.join(s) for s in job.steps)
-
-
-# ---------------------------------------------------------------------------- progress
-@dataclass
-class Progress:
-    fraction: float | None = None   # 0..1 of the training steps, None when unknown
-    step: int | None = None         # step within the epoch (as the trainer reports it)
-    steps: int | None = None        # steps per epoch when ``epochs`` is known, else in all
-    epoch: int | None = None
-    epochs: int | None = None
-    loss: float | None = None
-    images_per_s: float | None = None
-    eta_s: float | None = None
-    last_event: str = ""
-    message: str = ""
-    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) for a curve
-
-
-def summarize_progress(events: list[dict], *, now: float | None = None) -> Progress:
-    """Fold ``progress.jsonl`` events into one status line's worth of numbers.
-
-    ETA: the trainer's own ``eta_s`` when given, aged by the time since that event; otherwise
-    the remaining steps at the rate seen between the first and last step events.
-    With ``epochs`` in the events, ``step``/``steps`` count within an epoch (the trainer's form);
-    without it, ``steps`` is the total.
-    """
-    p = Progress()
-    now = time.time() if now is None else now
-    first_t = first_step = None
-    last_t = None
-    done = total = None  # global steps done / in all
-    for ev in events:
-        if not isinstance(ev, dict):
-            continue
-        kind = str(ev.get("event", ""))
-        p.last_event = kind or p.last_event
-        if ev.get("steps"):
-            p.steps = int(ev["steps"])
-        if ev.get("epochs"):
-            p.epochs = int(ev["epochs"])
-        if ev.get("epoch") is not None:
-            p.epoch = int(ev["epoch"])
-        if ev.get("step") is not None:
-            p.step = int(ev["step"])
-        elif kind == "epoch" and p.steps:
-            p.step = p.steps  # an epoch event closes its epoch
-        if p.step is not None and p.steps:
-            if p.epochs and p.epoch:
-                done, total = (p.epoch - 1) * p.steps + p.step, p.epochs * p.steps
-            else:
-                done, total = p.step, p.steps
-        if isinstance(ev.get("loss"), (int, float)):
-            p.loss = float(ev["loss"])
-            if done is not None and kind == "step":
-                p.losses.append((done, p.loss))
-        if ev.get("images_per_s") is not None:
-            p.images_per_s = float(ev["images_per_s"])
-        if ev.get("message"):
-            p.message = str(ev["message"])
-        t = ev.get("time")
-        if isinstance(t, (int, float)):
-            last_t = float(t)
-            if done is not None and first_t is None:
-                first_t, first_step = float(t), done
-        if ev.get("eta_s") is not None:
-            p.eta_s = max(0.0, float(ev["eta_s"]) - (now - last_t if last_t else 0.0))
-    if total and done is not None:
-        p.fraction = min(1.0, max(0.0, done / total))
-    if p.last_event == "done":
-        p.fraction, p.eta_s = 1.0, 0.0
-    elif p.eta_s is None and p.fraction is not None and first_t is not None and last_t and done and done > (first_step or 0):
-        rate = (last_t - first_t) / (done - (first_step or 0))
-        p.eta_s = max(0.0, rate * (total - done) - (now - last_t))
-    return p
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating…"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
 # ---------------------------------------------------------------------------- the runner

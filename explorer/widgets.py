@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import streamlit as st
 
+from pipeline import progress
 from pipeline.config import LossConfig, MAX_EPOCHS, MAX_LEVELS
 from pipeline.runs import RunError
 
@@ -212,14 +213,14 @@ def _job_body(compact: bool) -> None:
         names = job.step_names
         stage = names[step] if step < len(names) else "?"
         events = data.progress(job.run_dir)
-        prog = jobs.summarize_progress(events)
+        prog = progress.summarize(events)
         if job.state == "cancelling":
             st.progress(prog.fraction or 0.0, text="Stopping… (saving a resumable checkpoint)")
         elif stage == "train":
             if prog.fraction is None:
                 st.progress(0.0, text="Training: preparing data…")
             else:
-                eta = jobs.format_eta(prog.eta_s)
+                eta = progress.format_eta(prog.eta_s)
                 bits = []
                 if prog.epoch is not None:
                     bits.append(f"epoch {prog.epoch}" + (f"/{prog.epochs}" if prog.epochs else ""))

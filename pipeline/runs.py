@@ -33,6 +33,7 @@ from .config import RunConfig
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+PROGRESS = "progress.jsonl"       # written through pipeline.progress
 
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
@@ -277,7 +278,7 @@ class Run:
         return self.json("metrics.json") if self.has("metrics.json") else {}
 
     def progress(self) -> list[dict]:
-        return read_jsonl(self.path / "progress.jsonl")
+        return read_jsonl(self.path / PROGRESS)
 
     # -- writing -----------------------------------------------------------------------------
     def put_array(self, name: str, arr: np.ndarray) -> None:

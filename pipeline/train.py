@@ -26,8 +26,10 @@ from .embed import embed_images, pick_device, to_input
 from .hierarchy import resolve_features
 from .losses import sgm_loss, softmax_loss, triplet_loss
 from .models import build_model
-from .runs import (STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, Run, RunError,
-                   append_jsonl, create_run, load_torch, open_run, save_torch)
+from .progress import Event
+from .progress import write as write_event
+from .runs import (MANIFEST, PROGRESS, STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, Run,
+                   RunError, create_run, load_torch, open_run, save_torch)
 from .sampling import ClassBalancedSampler
 from .sources import Dataset, DataError, load_source
 
@@ -232,7 +234,7 @@ class Trainer:
             run = _NullRun(self.out)
             self.quiet, self.progress_bar = True, False
         self.runobj = run
-        progress = run.path / "progress.jsonl"
+        progress = run.path / PROGRESS
         if self.world > 1 and cfg.train.device in ("auto", "cuda") and torch.cuda.is_available():
             dev = torch.device(f"cuda:{local}")
         else:
@@ -252,12 +254,12 @@ class Trainer:
                 if cfg.train.crossfit >= 2 and self.main:
                     crossfit(run, ds, cfg, quiet=self.quiet, progress_bar=self.progress_bar)
         except KeyboardInterrupt:
-            self._event(progress, {"event": "error", "time": time.time(), "message": "interrupted"})
+            self._event(progress, Event("error", time.time(), message="interrupted"))
             run.save_manifest(status=STATUS_INTERRUPTED,
                               message="interrupted; resume with `python -m pipeline train ... --resume`")
             raise
         except TrainingError as exc:
-            self._event(progress, {"event": "error", "time": time.time(), "message": str(exc)})
+            self._event(progress, Event("error", time.time(), message=str(exc)))
             run.save_manifest(status=STATUS_FAILED, message=str(exc))
             raise
         except Exception as exc:
@@ -265,18 +267,18 @@ class Trainer:
             # leaving it "running" with nothing running
             msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             try:
-                self._event(progress, {"event": "error", "time": time.time(), "message": msg})
+                self._event(progress, Event("error", time.time(), message=msg))
                 run.save_manifest(status=STATUS_FAILED, message=msg)
             except Exception:
                 pass
             raise
         run.save_manifest(status=STATUS_COMPLETE, wall_s=round(time.time() - t0, 2), message="")
-        self._event(progress, {"event": "done", "time": time.time(), "wall_s": round(time.time() - t0, 2)})
+        self._event(progress, Event("done", time.time(), wall_s=round(time.time() - t0, 2)))
         return run
 
-    def _event(self, progress: Path, event: dict) -> None:
+    def _event(self, progress: Path, event: Event) -> None:
         if self.main:
-            append_jsonl(progress, event)
+            write_event(progress, event)
 
     def _save(self, path: Path, obj) -> None:
         if self.main:
@@ -344,8 +346,8 @@ class Trainer:
                 cur_labels = split_classes(split_on, y_all, n_components=level + 1, fit_mask=is_train,
                                            min_per_subclass=cfg.hierarchy.min_per_subclass, seed=cfg.train.seed + level,
                                            covariance_type=cov)
-                self._event(progress, {"event": "level", "level": level + 1, "time": time.time(),
-                                        "subclasses": int(cur_labels.max() + 1)})
+                self._event(progress, Event("level", time.time(), level=level + 1,
+                                            subclasses=int(cur_labels.max() + 1)))
                 _say(f"level {level + 1}/{L}: {int(cur_labels.max() + 1)} sub-classes", self.quiet)
             groups = cur_labels[train_rows]
             n_groups = len(np.unique(groups))
@@ -389,11 +391,10 @@ class Trainer:
                     el = time.time() - t_ep
                     ips = (s + 1) * sampler.batch_size / max(el, 1e-9)
                     remaining = (steps - s - 1) + (total_epochs - epoch - 1) * steps
-                    self._event(progress, {"event": "step", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
-                                            "step": s + 1, "steps": steps, "loss": terms["loss"],
-                                            "terms": terms, "images_per_s": round(ips, 1),
-                                            "eta_s": round(remaining * sampler.batch_size / max(ips, 1e-9), 1),
-                                            "time": time.time()})
+                    self._event(progress, Event("step", time.time(), epoch=epoch + 1, epochs=total_epochs,
+                                                level=level + 1, step=s + 1, steps=steps, loss=terms["loss"],
+                                                terms=terms, images_per_s=round(ips, 1),
+                                                eta_s=round(remaining * sampler.batch_size / max(ips, 1e-9), 1)))
             mean_terms = {k: v / steps for k, v in sums.items()}
             score = self._val_score(model, images, y_all, train_rows, val_rows, ds.num_classes, dev)
             is_best = score >= best
@@ -410,11 +411,10 @@ class Trainer:
             if (ckdir / "best.pt").exists():
                 run.register("checkpoints/best.pt")
             ips = steps * sampler.batch_size / max(time.time() - t_ep, 1e-9)
-            self._event(progress, {"event": "epoch", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
-                                    "loss": mean_terms.get("loss"), "terms": mean_terms, "val_score": score,
-                                    "images_per_s": round(ips, 1), "best": is_best,
-                                    "eta_s": round((total_epochs - epoch - 1) * steps * sampler.batch_size / max(ips, 1e-9), 1),
-                                    "time": time.time()})
+            self._event(progress, Event("epoch", time.time(), epoch=epoch + 1, epochs=total_epochs, level=level + 1,
+                                        loss=mean_terms.get("loss"), terms=mean_terms, val_score=score,
+                                        images_per_s=round(ips, 1), best=is_best,
+                                        eta_s=round((total_epochs - epoch - 1) * steps * sampler.batch_size / max(ips, 1e-9), 1)))
             run.save_manifest()
         if bar is not None:
             bar.close()
@@ -530,7 +530,7 @@ def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progr
         try:
             fr = open_run(out)                      # already done (a resumed run)
         except RunError:
-            resume = (out / "manifest.json").exists()
+            resume = (out / MANIFEST).exists()
             fr = Trainer(fold_cfg, out, resume=resume, quiet=True, progress_bar=progress_bar, dataset=sub).run()
         z = np.asarray(fr.embeddings())
         mu = np.asarray(fr.array("class_means.npy"))

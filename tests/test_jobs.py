@@ -140,35 +140,6 @@ def test_train_request_writes_a_config_and_trains_with_it(tmp_path):
             bad.validate()
 
 
-def test_summarize_progress_eta():
-    now = 1000.0
-    ev = [{"event": "start", "time": 900.0, "steps": 100},
-          {"event": "step", "step": 10, "steps": 100, "loss": 0.5, "time": 910.0},
-          {"event": "step", "step": 30, "steps": 100, "loss": 0.3, "time": 930.0}]
-    p = jobs.summarize_progress(ev, now=now)
-    assert p.fraction == pytest.approx(0.3)
-    # 1 s per step from the step events, 70 steps left, 70 s since the last event
-    assert p.eta_s == pytest.approx(0.0)
-    p = jobs.summarize_progress(ev, now=940.0)
-    assert p.eta_s == pytest.approx(60.0)
-    ev.append({"event": "epoch", "epoch": 1, "step": 50, "steps": 100, "eta_s": 40.0, "time": 950.0, "loss": 0.2})
-    p = jobs.summarize_progress(ev, now=955.0)
-    assert p.eta_s == pytest.approx(35.0) and p.epoch == 1 and p.loss == 0.2
-    assert [s for s, _ in p.losses] == [10, 30]  # step events only
-    ev.append({"event": "done", "time": 999.0})
-    # the trainer's form: step and steps within an epoch, plus epoch / epochs
-    tr = [{"event": "step", "epoch": 2, "epochs": 4, "step": 5, "steps": 10, "loss": 0.4, "time": 10.0, "eta_s": 30.0},
-          {"event": "epoch", "epoch": 2, "epochs": 4, "loss": 0.35, "time": 12.0, "eta_s": 20.0}]
-    p = jobs.summarize_progress(tr[:1], now=10.0)
-    assert p.fraction == pytest.approx(15 / 40) and p.epochs == 4 and p.losses == [(15, 0.4)]
-    assert jobs.summarize_progress(tr, now=12.0).fraction == pytest.approx(0.5)
-    assert jobs.summarize_progress(ev, now=now).fraction == 1.0
-    empty = jobs.summarize_progress([], now=now)
-    assert empty.fraction is None and empty.eta_s is None
-    assert jobs.format_eta(None) == "estimating…"
-    assert jobs.format_eta(75) == "1 min 15 s" and jobs.format_eta(3 * 3600 + 120) == "3 h 02 min"
-
-
 def test_log_tail_folds_carriage_returns(tmp_path):
     root = tmp_path / "runs"
     job = jobs.start(root, "train", root / "r", [py("import sys; sys.stdout.write('a\\r50%\\r100%\\nlast\\n')")])
