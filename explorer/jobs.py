@@ -1,4 +1,5 @@
 """Background pipeline jobs: start, poll and cancel ``python -m pipeline`` outside Streamlit.
+(What to train is :mod:`explorer.train_form`'s business; this module only supervises processes.)
 
 One job at a time per runs root. A job is a list of steps (``train`` then ``analyze`` for the
 demo) run by a small runner process (``python -m explorer.jobs run JOBFILE``) started with
@@ -22,7 +23,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -30,18 +30,13 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
-
-from pipeline import config
-from pipeline.config import ConfigError, DataConfig, HierarchyConfig, LossConfig, RunConfig, TrainConfig, recipe
 
 STATE_DIR = ".explorer"
 ACTIVE = ("running", "cancelling")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LOSSES = config.LOSSES
-BACKBONES = ("auto",) + config.BACKBONES  # auto: the recipe picks (resnet18 on a GPU, light on a CPU)
 
 
 class JobError(RuntimeError):
@@ -299,162 +294,9 @@ def pipeline_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", *map(str, args)]
 
 
-@dataclass(frozen=True)
-class TrainRequest:
-    """What the training form asks for. :meth:`config` turns it into a RunConfig through
-    :func:`pipeline.config.recipe` (so the form's defaults are the CLI's); the job trains with
-    ``pipeline train --config FILE``."""
-    spec: str = DataConfig.spec
-    loss: str = LossConfig.name
-    backbone: str = "auto"          # "auto": the recipe picks (resnet18 on a GPU, light on a CPU)
-    epochs: int = 0                 # 0: the recipe's
-    levels: int = HierarchyConfig.levels
-    seed: int = TrainConfig.seed
-    data_roots: tuple[str, ...] = field(default_factory=tuple)
-    resume: bool = False
-
-    def config(self) -> RunConfig:
-        """The RunConfig to train with; JobError (one line) when it cannot be trained."""
-        if self.backbone not in BACKBONES:
-            raise JobError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
-        try:
-            return recipe(self.spec, self.backbone, **{
-                "loss.name": self.loss, "hierarchy.levels": int(self.levels), "train.seed": int(self.seed),
-                "train.epochs": int(self.epochs) or None, "data.data_roots": tuple(map(str, self.data_roots)),
-            }).validate()
-        except (ConfigError, TypeError, ValueError) as exc:
-            raise JobError(str(exc).strip().splitlines()[0] if str(exc).strip() else "bad training options") from None
-
-    def validate(self) -> None:
-        self.config()
-
-    def train_argv(self, out: Path, config_file: Path) -> list[str]:
-        """Write the config to ``config_file``; the ``pipeline train`` command that trains with it."""
-        self.config().save(config_file)
-        argv = ["train", "--config", str(config_file), "--out", str(out), "--no-progress-bar"]
-        if self.resume:
-            argv.append("--resume")
-        return pipeline_argv(*argv)
-
-
-def config_file(root: Path, run_dir: Path) -> Path:
-    """Where the app keeps the config file of a job training into ``run_dir``."""
-    return state_dir(root) / "configs" / f"{Path(run_dir).name}.json"
-
-
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-
-
-def discover_sources(roots: list[Path], *, depth: int = 2, limit: int = 200) -> list[str]:
-    """Data specs found under the data roots, for the training form's menu (a guess per folder:
-    FER+ layout, a class-per-folder tree, a CSV). Only looks ``depth`` levels down."""
-    out: list[str] = []
-
-    def visit(d: Path, level: int) -> None:
-        if len(out) >= limit:
-            return
-        try:
-            entries = sorted(d.iterdir())
-        except OSError:
-            return
-        names = {e.name for e in entries}
-        if {"FER2013Train", "FER2013Test"} <= names:
-            out.append(f"ferplus:{d}")
-        elif level > 0 and any(e.is_dir() and not e.name.startswith(".") for e in entries) and _has_images_below(d):
-            out.append(f"folder:{d}")
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            if e.is_file() and e.suffix.lower() == ".csv":
-                n = e.name.lower()
-                kind = "fer2013" if n.startswith("fer2013") and "new" not in n else (
-                    "affectnet" if "training" in n or "validation" in n else "csv")
-                out.append(f"{kind}:{e}")
-            elif e.is_dir() and level < depth and not e.name.startswith("FER2013"):
-                visit(e, level + 1)
-
-    for r in roots:
-        visit(Path(r), 0)
-    return out[:limit]
-
-
-def _has_images_below(d: Path) -> bool:
-    try:
-        for sub in list(d.iterdir())[:20]:
-            if sub.is_dir():
-                for f in list(sub.iterdir())[:20]:
-                    if f.suffix.lower() in IMAGE_EXT:
-                        return True
-    except OSError:
-        return False
-    return False
-
-
-def spec_paths(spec: str) -> list[str]:
-    """The file-system paths a data spec reads (none for ``synthetic``)."""
-    kind, _, arg = spec.partition(":")
-    if kind.strip().lower() == "synthetic" or not arg.strip():
-        return []
-    return [p.strip() for p in arg.split(",") if p.strip()]
-
-
-def slug(text: str, n: int = 24) -> str:
-    s = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(text).split(":", 1)[-1] or str(text)).name or str(text)).strip("-")
-    return (s or "data")[:n].lower()
-
-
-def new_run_dir(root: Path, req: TrainRequest) -> Path:
-    kind = req.spec.split(":", 1)[0] or "data"
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(kind, 12)}"
-    if ":" in req.spec:
-        base += f"-{slug(req.spec)}"
-    base += f"-{req.loss}-{req.backbone}"
-    p = Path(root) / base
-    i = 2
-    while p.exists():
-        p = Path(root) / f"{base}-{i}"
-        i += 1
-    return p
-
-
-def start_train(root: Path, req: TrainRequest, *, analyze: bool = True, run_dir: Path | None = None,
-                kind: str = "train") -> Job:
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(root, req)
-    steps = [req.train_argv(run_dir, config_file(root, run_dir))]
-    if analyze:
-        steps.append(pipeline_argv("analyze", str(run_dir)))
-    title = f"{req.loss} / {req.backbone} on {req.spec}"
-    return start(root, kind, run_dir, steps, title=title)
-
-
 def start_analyze(root: Path, run_dir: Path) -> Job:
     return start(root, "analyze", Path(run_dir), [pipeline_argv("analyze", str(run_dir))],
                  title=f"analyze {Path(run_dir).name}")
-
-
-def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: str = "demo") -> Job:
-    """Build the first-launch demo in ``root/name``: train then analyze, or whatever is left of it
-    (resume an interrupted training, analyze a trained but unanalysed run)."""
-    from pipeline.runs import MANIFEST, RunError, open_run
-
-    root = Path(root)
-    demo = root / name
-    req = TrainRequest(spec=spec, epochs=epochs)
-    status = None
-    if (demo / MANIFEST).exists():
-        try:
-            status = open_run(demo, require_complete=False).status
-        except RunError:
-            status = "broken"
-    if status == "complete":
-        return start(root, "demo", demo, [pipeline_argv("analyze", str(demo))], title="the demo (analysis)")
-    if status in ("interrupted", "failed", "running"):
-        req = TrainRequest(spec=spec, epochs=epochs, resume=True)
-    elif status == "broken" or (status is None and demo.exists() and any(demo.iterdir())):
-        demo = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return start(root, "demo", demo, [req.train_argv(demo, config_file(root, demo)),
-                                      pipeline_argv("analyze", str(demo))],
-                 title="the synthetic demo")
 
 
 def command_line(job: Job) -> str:

@@ -14,14 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import streamlit as st
 
 from pipeline import progress
-from pipeline.config import LossConfig, MAX_EPOCHS, MAX_LEVELS
+from pipeline.config import LOSSES, MAX_EPOCHS, MAX_LEVELS, LossConfig
+from pipeline.sources.discover import discover
 from pipeline.runs import RunError
 
 from . import data, jobs, settings
+from . import train_form as train_form_
 from .review import ReviewError, ReviewStore
 
 log = logging.getLogger("explorer")
@@ -283,53 +284,18 @@ def job_panel(*, compact: bool) -> None:
         _job_still(compact)
 
 
-def class_names(path: str) -> list[str]:
-    return data.run(path).classes
-
-
 def n_images(n: int) -> str:
     return f"{n:,} image" if n == 1 else f"{n:,} images"
-
-
-def selection_rows_array(rows) -> np.ndarray:
-    return np.asarray(list(rows), dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------- the training form
 @st.cache_data(ttl=60, show_spinner=False)
 def _sources(roots: tuple[str, ...]) -> list[str]:
-    return jobs.discover_sources([Path(r) for r in roots])
+    return discover([Path(r) for r in roots])
 
 
 SYNTHETIC_CHOICES = {"synthetic": "synthetic: 4,000 generated faces (a few minutes on a CPU)",
                      "synthetic:600": "synthetic: 600 faces (a quick test)"}
-
-
-def check_spec(spec: str, roots: list[Path]) -> str:
-    """A data spec the form may start, or raise JobError: known source, paths under a data root."""
-    from pipeline.sources import DataError, parse_spec
-
-    spec = spec.strip()
-    try:
-        kind, _ = parse_spec(spec)
-    except DataError as exc:
-        raise jobs.JobError(str(exc)) from None
-    if kind == "synthetic":
-        n = spec.partition(":")[2].strip()
-        if n and not (n.isdigit() and 8 <= int(n) <= 200_000):
-            raise jobs.JobError("synthetic:N takes a number of images between 8 and 200,000")
-        return spec
-    paths = jobs.spec_paths(spec)
-    if not paths:
-        raise jobs.JobError(f"{kind} needs a path, e.g. {kind}:/data/...")
-    if not roots:
-        raise jobs.JobError(f"no data roots are configured; set {settings.DATA_ROOTS_ENV}")
-    for p in paths:
-        if settings.under_data_roots(p, roots) is None:
-            raise jobs.JobError(f"{p} is not under a configured data root ({', '.join(map(str, roots))})")
-        if not Path(p).exists():
-            raise jobs.JobError(f"{p} does not exist")
-    return spec
 
 
 def train_form(root: Path, *, key: str) -> None:
@@ -343,9 +309,9 @@ def train_form(root: Path, *, key: str) -> None:
         other = st.text_input("…or a data spec", key=f"{key}_other", placeholder="folder:/path/under/a/data/root",
                               help="Paths must lie under a data root: "
                                    + (", ".join(str(r) for r in roots) or f"none set ({settings.DATA_ROOTS_ENV})"))
-        loss = st.segmented_control("Loss", list(jobs.LOSSES), default=LossConfig.name, key=f"{key}_loss",
+        loss = st.segmented_control("Loss", list(LOSSES), default=LossConfig.name, key=f"{key}_loss",
                                     format_func=lambda s: {"sgm": "SGM", "triplet": "Triplet", "softmax": "Softmax"}[s])
-        backbone = st.selectbox("Backbone", list(jobs.BACKBONES), key=f"{key}_backbone",
+        backbone = st.selectbox("Backbone", list(train_form_.FORM_BACKBONES), key=f"{key}_backbone",
                                 format_func=lambda b: {"auto": "auto (ResNet-18 on a GPU, light on a CPU)",
                                                        "light": "light (4 conv blocks)", "resnet18": "ResNet-18"}[b])
         c1, c2 = st.columns(2)
@@ -357,11 +323,11 @@ def train_form(root: Path, *, key: str) -> None:
         go = st.form_submit_button("Start training", icon=":material/play_arrow:", type="primary")
     if go:
         try:
-            chosen = check_spec(other or spec, roots)
+            chosen = train_form_.check_spec(other or spec, roots)
             is_synth = chosen.split(":", 1)[0].strip().lower() == "synthetic"
-            req = jobs.TrainRequest(spec=chosen, loss=loss or LossConfig.name, backbone=backbone, epochs=int(epochs or 0),
+            req = train_form_.TrainRequest(spec=chosen, loss=loss or LossConfig.name, backbone=backbone, epochs=int(epochs or 0),
                                     levels=int(levels), data_roots=() if is_synth else tuple(str(r) for r in roots))
-            job = jobs.start_train(root, req, analyze=analyze)
+            job = train_form_.start_train(root, req, analyze=analyze)
         except (jobs.JobError, OSError) as exc:
             st.error(md(str(exc)))
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -353,6 +354,28 @@ def create_run(path: Path, *, config: dict, classes: list[str], overwrite_compat
     })
     run.save_manifest()
     return run
+
+
+def slug(text: str, n: int = 24) -> str:
+    """A file-name-safe lower-case short form of ``text`` (a data spec's last path component)."""
+    s = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(text).split(":", 1)[-1] or str(text)).name or str(text)).strip("-")
+    return (s or "data")[:n].lower()
+
+
+def new_run_dir(root: Path, cfg: RunConfig) -> Path:
+    """A new run folder under ``root`` named after the config: time, source kind, data, loss, backbone
+    (``-2``, ``-3``, ... when the name is taken)."""
+    spec = cfg.data.spec
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(spec.split(':', 1)[0] or 'data', 12)}"
+    if ":" in spec:
+        base += f"-{slug(spec)}"
+    base += f"-{cfg.loss.name}-{cfg.model.backbone}"
+    p = Path(root) / base
+    i = 2
+    while p.exists():
+        p = Path(root) / f"{base}-{i}"
+        i += 1
+    return p
 
 
 def open_run(path: Path, *, require_complete: bool = True, check_files: bool = True) -> Run:

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import pytest
 
-from explorer.jobs import TrainRequest
+from explorer.train_form import TrainRequest
 from pipeline import analysis
 from pipeline.cli import _parser, build_config
 from pipeline.mislabels import MISLABEL_K

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from explorer import jobs
-from explorer.jobs import JobError, TrainRequest
-from pipeline.config import RunConfig
+from explorer.jobs import JobError
 
 
 def py(code: str) -> list[str]:
@@ -115,29 +114,6 @@ def test_a_dead_runner_without_exit_file_is_failed(tmp_path):
     (root / ".explorer" / "job.json").write_text(json.dumps(d))
     (root / ".explorer" / "jobs" / f"{job.id}.exit").unlink()
     assert jobs.current(root).state == "failed"
-
-
-def test_train_request_writes_a_config_and_trains_with_it(tmp_path):
-    req = TrainRequest(spec="ferplus:/data/fer", loss="triplet", backbone="resnet18", epochs=3, levels=2,
-                       data_roots=("/data",))
-    argv = req.train_argv(tmp_path / "out", tmp_path / "c.json")
-    assert argv[:3] == [sys.executable, "-m", "pipeline"]
-    assert argv[3:] == ["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "out"),
-                        "--no-progress-bar"]
-    cfg = RunConfig.load(tmp_path / "c.json")
-    assert (cfg.data.spec, cfg.loss.name, cfg.model.backbone, cfg.train.epochs, cfg.hierarchy.levels,
-            cfg.data.data_roots) == ("ferplus:/data/fer", "triplet", "resnet18", 3, 2, ("/data",))
-    assert cfg.train.per_class == 32                       # the recipe's, for resnet18
-    assert RunConfig.load(tmp_path / "c.json") == req.config()
-    assert TrainRequest().config().train.epochs == 20      # the recipe's, for synthetic data
-    assert TrainRequest(resume=True).train_argv(tmp_path / "o", tmp_path / "d.json")[-1] == "--resume"
-    d = jobs.new_run_dir(tmp_path, req)
-    assert d.parent == tmp_path and "ferplus" in d.name and "fer" in d.name and d.name.endswith("triplet-resnet18")
-    for bad, needle in ((TrainRequest(loss="mse"), "unknown loss"), (TrainRequest(backbone="vgg"), "backbone"),
-                        (TrainRequest(levels=0), "levels"), (TrainRequest(spec="a\nb"), "not one line"),
-                        (TrainRequest(levels=2, loss="softmax"), "metric loss")):
-        with pytest.raises(JobError, match=needle):
-            bad.validate()
 
 
 def test_log_tail_folds_carriage_returns(tmp_path):
