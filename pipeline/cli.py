@@ -162,6 +162,11 @@ def _cmd_evaluate(a) -> int:
 
     out = evaluate(a.run, data_spec=a.data, device=a.device, data_roots=tuple(a.data_root or ()))
     print(json.dumps(out, indent=2) if a.json else format_table(out))
+    for key, res in out.items():
+        if not a.json and "class_match" in res:
+            print(f"\n{key}: classes matched " + ", ".join(f"{o} -> {r}" for o, r in res["class_match"].items())
+                  + "; left out: " + (", ".join(res["classes_left_out"]) or "none")
+                  + f" ({res['images_unmatched']} images)")
     return 0
 
 

@@ -32,6 +32,7 @@ from .runs import (MANIFEST, PROGRESS, STATUS_COMPLETE, STATUS_FAILED, STATUS_IN
                    RunError, create_run, load_torch, open_run, save_torch)
 from .sampling import ClassBalancedSampler
 from .sources import Dataset, DataError, load_source
+from .sources.base import match_classes
 
 
 class TrainingError(Exception):
@@ -629,8 +630,8 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
         dcfg = DataConfig(spec=data_spec, image_size=cfg.data.image_size, on_bad_image=cfg.data.on_bad_image,
                           data_roots=tuple(data_roots))
         other = load_source(data_spec, dcfg)
-        name_to_run = {n.lower(): i for i, n in enumerate(run.classes)}
-        mapped = np.array([name_to_run.get(str(n).lower(), -1) for n in other.table["label_name"]])
+        match = match_classes(run.classes, other.classes)
+        mapped = np.array([match.index.get(str(n), -1) for n in other.table["label_name"]])
         keep = mapped >= 0
         if not keep.any():
             raise DataError(f"{data_spec}: none of its classes ({', '.join(other.classes)}) match the run's ({', '.join(run.classes)})")
@@ -645,6 +646,8 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
                                seed=cfg.train.seed)
         res["classes_matched"] = [run.classes[c] for c in shared]
         res["images_unmatched"] = int((~keep).sum())
+        res["class_match"] = match.matched(run.classes)      # its folder/label name -> the run's class
+        res["classes_left_out"] = match.left_out
         out = {f"cross:{data_spec}": res}
     metrics = run.metrics()
     metrics.update(out)
