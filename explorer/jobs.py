@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.runs import write_json
+
 STATE_DIR = ".explorer"
 ACTIVE = ("running", "cancelling")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -101,13 +103,6 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -126,7 +121,7 @@ def _load(root: Path) -> Job | None:
 
 
 def _save(root: Path, job: Job) -> None:
-    _write_json(_job_file(root), asdict(job))
+    write_json(_job_file(root), asdict(job))
 
 
 # ---------------------------------------------------------------------------- processes
@@ -214,7 +209,7 @@ def start(root: Path, kind: str, run_dir: Path, steps: list[list[str]], *, title
         jd = _jobs_dir(root)
         jd.mkdir(parents=True, exist_ok=True)
         spec = jd / f"{job.id}.json"
-        _write_json(spec, {"steps": job.steps, "id": job.id})
+        write_json(spec, {"steps": job.steps, "id": job.id})
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         with open(jd / f"{job.id}.log", "ab") as log:
@@ -335,7 +330,7 @@ def _run(spec_path: Path) -> int:
         if rc != 0:
             failed = i
             break
-    _write_json(jd / f"{job_id}.exit", {"returncode": rc, "failed_step": failed,
+    write_json(jd / f"{job_id}.exit", {"returncode": rc, "failed_step": failed,
                                          "cancelled": cancelled["flag"], "ended": time.time()})
     return 0 if rc == 0 and not cancelled["flag"] else (rc or 1)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline.config import (BACKBONES, LOSSES, ConfigError, DataConfig, HierarchyConfig, LossConfig, RunConfig,
                              TrainConfig, recipe)
+from pipeline.errors import one_line
 from pipeline.runs import MANIFEST, RunError, new_run_dir, open_run
 from pipeline.sources import DataError, parse_spec
 from pipeline.sources.discover import spec_paths
@@ -44,7 +45,7 @@ class TrainRequest:
                 "train.epochs": int(self.epochs) or None, "data.data_roots": tuple(map(str, self.data_roots)),
             }).validate()
         except (ConfigError, TypeError, ValueError) as exc:
-            raise JobError(str(exc).strip().splitlines()[0] if str(exc).strip() else "bad training options") from None
+            raise JobError(one_line(exc, empty="bad training options")) from None
 
     def validate(self) -> None:
         self.config()

@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import streamlit as st
 
 from pipeline import progress
+from pipeline.errors import one_line
 from pipeline.config import LOSSES, MAX_EPOCHS, MAX_LEVELS, LossConfig
 from pipeline.sources.discover import discover
 from pipeline.runs import RunError
@@ -84,14 +85,14 @@ def run_guard() -> Iterator[None]:
     try:
         yield
     except RunError as exc:
-        st.error(md(str(exc).splitlines()[0] if str(exc) else "this run cannot be read"), icon=":material/error:")
+        st.error(md(one_line(exc, empty="this run cannot be read")), icon=":material/error:")
         st.stop()
     except ReviewError as exc:
-        st.error(md(str(exc).splitlines()[0]))
+        st.error(md(one_line(exc)))
         st.stop()
     except Exception as exc:  # a bug: log it in full, show one line
         log.exception("explorer page failed")
-        first = (str(exc).splitlines() or [""])[0][:200]
+        first = one_line(exc, 200, empty="")
         st.error(md(f"Something went wrong ({type(exc).__name__}: {first}). The details are in the server log."))
         st.stop()
 
@@ -146,7 +147,7 @@ def gallery(path: str, rows: Sequence[int], *, captions: Sequence[str] | None = 
     try:
         pngs = data.thumbs(path).many(rows)
     except RunError as exc:  # a damaged images.npy: say which file, keep the rest of the page
-        st.error(md(str(exc).splitlines()[0] if str(exc) else "images cannot be read"), icon=":material/error:")
+        st.error(md(one_line(exc, empty="images cannot be read")), icon=":material/error:")
         return
     caps = [md(c) for c in captions[:len(rows)]] if captions is not None else None
     # output_format="PNG": the bytes are PNG already, so Streamlit serves them as they are

@@ -227,6 +227,7 @@ def _spec(run) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .errors import one_line
     from .runs import RunError
     from .sources import DataError
     from .train import TrainingError
@@ -240,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the run is left resumable (pass --resume)", file=sys.stderr)
         return 130
     except (DataError, RunError, TrainingError, ValueError, RuntimeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {one_line(exc, 1000)}", file=sys.stderr)
         return 1
 
 

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import one_line
+
 LOSSES = ("sgm", "triplet", "softmax")
 METRIC_LOSSES = ("sgm", "triplet")           # the losses Algorithm 2 (levels > 1) can re-train with
 BACKBONES = ("light", "resnet18")
@@ -130,7 +132,7 @@ class RunConfig:
         except FileNotFoundError:
             raise ConfigError(f"{p}: no such config file") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{p}: not a readable JSON config ({_first_line(exc)})") from None
+            raise ConfigError(f"{p}: not a readable JSON config ({one_line(exc)})") from None
         if isinstance(d, dict) and isinstance(d.get("config"), dict) and "schema_version" in d:
             d = d["config"]
         if not isinstance(d, dict):
@@ -138,7 +140,7 @@ class RunConfig:
         try:
             return cls.from_dict(d)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{p}: {_first_line(exc)}") from None
+            raise ConfigError(f"{p}: {one_line(exc)}") from None
 
     # -- checks --------------------------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -173,12 +175,6 @@ class RunConfig:
         if t.crossfit == 1 or t.crossfit < 0:
             raise ConfigError(f"crossfit takes K >= 2 folds (0: none), not {t.crossfit}")
         return self
-
-
-def _first_line(exc: BaseException) -> str:
-    from .runs import _one_line
-
-    return _one_line(exc) or type(exc).__name__
 
 
 def is_synthetic(spec: str) -> bool:

@@ -25,12 +25,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from .config import RunConfig
+from .errors import one_line
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -70,10 +71,12 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
+    """The project's one atomic JSON writer (a temporary name in the same folder, then a rename)."""
     def w(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
+            json.dump(obj, fh, indent=2, sort_keys=sort_keys, default=_json_default)
+            fh.write("\n")
 
     _atomic(path, w)
 
@@ -113,15 +116,8 @@ def load_torch(path: Path, map_location: Any = "cpu") -> Any:
     except FileNotFoundError:
         raise RunError(f"{path}: checkpoint is missing") from None
     except Exception as exc:  # weights_only refusal, truncation, garbage
-        first = _one_line(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 160) or type(exc).__name__
+        first = one_line(exc, 160)
         raise RunError(f"{path}: checkpoint refused or unreadable ({first})") from None
-
-
-def _one_line(exc: BaseException, limit: int = 120) -> str:
-    """An exception's text fit for a one-line RunError: whitespace collapsed, control characters
-    dropped (a damaged file's bytes end up in some library messages), at most ``limit`` characters."""
-    s = "".join(ch if ch.isprintable() else " " for ch in str(exc))
-    return " ".join(s.split())[:limit]
 
 
 def _json_default(o: Any) -> Any:
@@ -220,7 +216,7 @@ class Run:
         try:
             return RunConfig.from_dict(self.manifest.get("config") or {})
         except (TypeError, ValueError) as exc:
-            raise RunError(f"{self.path}: unreadable config in the manifest ({_one_line(exc)})") from None
+            raise RunError(f"{self.path}: unreadable config in the manifest ({one_line(exc, 120)})") from None
 
     @property
     def artifacts(self) -> dict:
@@ -242,7 +238,7 @@ class Run:
         try:
             arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
         except Exception as exc:
-            raise RunError(f"{p}: unreadable array ({type(exc).__name__}: {_one_line(exc)})") from None
+            raise RunError(f"{p}: unreadable array ({type(exc).__name__}: {one_line(exc, 120)})") from None
         want = self.artifacts[name].get("shape")
         if want is not None and list(arr.shape) != list(want):
             raise RunError(f"{p}: shape {list(arr.shape)} but {MANIFEST} says {want}")
@@ -253,7 +249,7 @@ class Run:
         try:
             df = pd.read_parquet(p)
         except Exception as exc:
-            raise RunError(f"{p}: unreadable table ({type(exc).__name__}: {_one_line(exc)})") from None
+            raise RunError(f"{p}: unreadable table ({type(exc).__name__}: {one_line(exc, 120)})") from None
         want = self.artifacts[name].get("rows")
         if want is not None and len(df) != want:
             raise RunError(f"{p}: {len(df)} rows but {MANIFEST} says {want}")
@@ -434,7 +430,3 @@ def list_runs(root: Path) -> list[tuple[Path, Run | None, str]]:
             out.append((p, None, str(exc)))
     out.sort(key=lambda t: (t[1].manifest.get("updated", 0) if t[1] else 0, t[0].stat().st_mtime), reverse=True)
     return out
-
-
-def iter_artifacts(run: Run) -> Iterable[str]:
-    return sorted(run.artifacts)

@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from . import metrics as M
+from .errors import one_line
 from .config import ConfigError, RunConfig
 from .embed import embed_images, pick_device, to_input
 from .hierarchy import resolve_features
@@ -266,7 +266,7 @@ class Trainer:
         except Exception as exc:
             # an unreadable checkpoint on --resume, a full disk, a bug: say so in the run instead of
             # leaving it "running" with nothing running
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            msg = one_line(exc, 300)
             try:
                 self._event(progress, Event("error", time.time(), message=msg))
                 run.save_manifest(status=STATUS_FAILED, message=msg)
