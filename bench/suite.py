@@ -172,7 +172,7 @@ class Suite:
             t = time.perf_counter()
             res = train_step(s, rounds=self.p.step_rounds, round_s=self.p.step_round_s, max_s=self.p.step_max_s)
             self.raw.setdefault("a", []).append(res)
-            note = "eager; ours = sampler + uint8 indexing + augment + SGM (soft targets) + Adam through Trainer._make_step"
+            note = "eager; ours = sampler + uint8 indexing + augment + SGM (soft targets) + Adam through pipeline.step.make_step"
             if self.p.notes.get("a"):
                 note += "; " + self.p.notes["a"]
             self.add(Row("a", f"training step ({s.describe()})", "ours", res["ours"]["ips"], "bare",

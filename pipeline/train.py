@@ -1,4 +1,5 @@
 """Algorithm 1 (SGM training) and the DGMS level loop of Algorithm 2, writing a run directory.
+(Augmentation: :mod:`pipeline.augment`; one step: :mod:`pipeline.step`; torchrun: :mod:`pipeline.distributed`.)
 
 The whole image tensor (N, S, S) uint8 lives on the training device; class-balanced batches are
 indexed out of it and augmented there (flip, shift, small rotation, brightness/contrast, random
@@ -17,20 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import metrics as M
-from .errors import one_line
+from .augment import step_generator
 from .config import ConfigError, RunConfig
-from .embed import embed_images, pick_device, to_input
+from .distributed import NullRun, distributed, embed_sharded
+from .errors import one_line
+from .embed import embed_images, pick_device
 from .hierarchy import resolve_features
-from .losses import sgm_loss, softmax_loss, triplet_loss
 from .models import build_model
 from .progress import Event
 from .progress import write as write_event
 from .runs import (MANIFEST, PROGRESS, STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, Run,
                    RunError, create_run, load_torch, open_run, save_torch)
 from .sampling import ClassBalancedSampler
+from .step import cosine_lr, make_step
 from .sources import Dataset, DataError, load_source
 from .sources.base import match_classes
 
@@ -39,48 +41,7 @@ class TrainingError(Exception):
     """Training stopped (NaN loss, bad configuration). One-line message."""
 
 
-# ----------------------------------------------------------------------------- augmentation
-def augment(x: torch.Tensor, gen: torch.Generator, *, max_rot_deg: float = 10.0, max_shift: float = 0.1,
-            erase_p: float = 0.25) -> torch.Tensor:
-    """x: (B, 1, S, S) float in [0, 1] on any device; random numbers come from a CPU generator."""
-    B = x.shape[0]
-    dev = x.device
-    r = torch.rand((B, 9), generator=gen).to(dev)
-    flip = torch.where(r[:, 0] < 0.5, -1.0, 1.0)
-    ang = (r[:, 1] * 2 - 1) * math.radians(max_rot_deg)
-    tx, ty = (r[:, 2] * 2 - 1) * max_shift, (r[:, 3] * 2 - 1) * max_shift
-    cos, sin = torch.cos(ang), torch.sin(ang)
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    contrast = 0.8 + 0.4 * r[:, 4]
-    bright = (r[:, 5] - 0.5) * 0.2
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x - mean) * contrast.view(B, 1, 1, 1) + mean + bright.view(B, 1, 1, 1)).clamp_(0, 1)
-    # random erasing: a rectangle of 4-16% of the area, filled with its image's mean
-    S = x.shape[-1]
-    e = torch.rand((B, 5), generator=gen).to(dev)
-    do = e[:, 0] < erase_p
-    area = 0.04 + 0.12 * e[:, 1]
-    aspect = 0.5 + e[:, 2]
-    h = (torch.sqrt(area * aspect) * S).clamp(1, S)
-    w = (torch.sqrt(area / aspect) * S).clamp(1, S)
-    y0 = e[:, 3] * (S - h)
-    x0 = e[:, 4] * (S - w)
-    ar = torch.arange(S, device=dev, dtype=x.dtype)
-    my = (ar[None, :] >= y0[:, None]) & (ar[None, :] < (y0 + h)[:, None])
-    mx = (ar[None, :] >= x0[:, None]) & (ar[None, :] < (x0 + w)[:, None])
-    mask = (my[:, :, None] & mx[:, None, :] & do[:, None, None]).unsqueeze(1)
-    return torch.where(mask, mean.expand_as(x), x)
-
-
 # ----------------------------------------------------------------------------- helpers
-def _gen(*keys: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> 1))
-    return g
-
-
 @contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM (the explorer's cancel) behaves like Ctrl-C: the run is left resumable."""
@@ -102,56 +63,6 @@ def _sigterm_as_interrupt():
 def _say(msg: str, quiet: bool) -> None:
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
-
-
-class _NullRun:
-    """What ranks other than 0 hold instead of a run: they read checkpoints, they write nothing."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.manifest: dict = {}
-
-    def __getattr__(self, name):
-        if name in ("put_array", "put_table", "put_json", "register", "save_manifest"):
-            return lambda *a, **k: None
-        raise AttributeError(name)
-
-    def has(self, name: str) -> bool:
-        return False
-
-
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) under torchrun; (0, 1, 0) otherwise."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def embed_sharded(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, device, bf16: bool = True) -> np.ndarray:
-    """embed_images, split across the ranks of a torchrun job (each embeds rows rank::world) and
-    gathered on every rank; a plain call outside torchrun."""
-    rank, world, _ = _distributed()
-    if world == 1:
-        return embed_images(model, images, device=device, bf16=bf16)
-    import torch.distributed as dist
-
-    part = embed_images(model, images[rank::world], device=device, bf16=bf16)
-    parts: list = [None] * world
-    dist.all_gather_object(parts, part)
-    out = np.empty((len(images), parts[0].shape[1]), np.float32)
-    for r in range(world):
-        out[r::world] = parts[r]
-    return out
 
 
 def soft_targets(ds: Dataset) -> np.ndarray | None:
@@ -182,7 +93,7 @@ class Trainer:
             c.validate()
         except ConfigError as exc:
             raise TrainingError(str(exc)) from None
-        world = _distributed()[1]
+        world = distributed()[1]
         if world > 1 and c.train.per_class % world:
             raise TrainingError(f"--per-class {c.train.per_class} must be a multiple of the {world} processes")
 
@@ -227,12 +138,12 @@ class Trainer:
         if missing:
             _say(f"warning: class(es) with no training images are left out of training: {', '.join(missing)}", self.quiet)
 
-        self.rank, self.world, local = _distributed()
+        self.rank, self.world, local = distributed()
         self.main = self.rank == 0
         if self.main:
             run = self._open_run()
         else:
-            run = _NullRun(self.out)
+            run = NullRun(self.out)
             self.quiet, self.progress_bar = True, False
         self.runobj = run
         progress = run.path / PROGRESS
@@ -328,7 +239,7 @@ class Trainer:
         val_rows = ds.split_index("val")
 
         steps_cfg = cfg.train.steps_per_epoch
-        step_fn = self._make_step(model, opt, ds.num_classes, dev, net=net)
+        step_fn = make_step(model, opt, cfg, ds.num_classes, dev, net=net, world=self.world)
         bar = None
         reported_small = False
         for epoch in range(start_epoch, total_epochs):
@@ -363,7 +274,6 @@ class Trainer:
                 from tqdm import tqdm
                 bar = tqdm(total=(total_epochs - start_epoch) * steps, unit="step", dynamic_ncols=True,
                            desc="train", file=sys.stderr, mininterval=0.5)
-            lr_at = lambda s, e=epoch: cfg.train.lr * 0.5 * (1 + math.cos(math.pi * (((e % E) * steps + s) / (E * steps))))  # noqa: E731
             batches = sampler.epoch(epoch, steps)
             model.train()
             t_ep = time.time()
@@ -373,11 +283,11 @@ class Trainer:
                     # every rank draws the same global batch and keeps its share of each class block
                     rows_np = rows_np.reshape(-1, per)[:, self.rank::self.world].reshape(-1)
                 for g in opt.param_groups:
-                    g["lr"] = lr_at(s)
+                    g["lr"] = cosine_lr(cfg.train.lr, epoch, s, E, steps)
                 rows = torch.from_numpy(train_rows[rows_np]).to(dev)
                 lab = torch.from_numpy(cur_labels[train_rows[rows_np]]).to(dev)
                 tgt = targets[rows] if (targets is not None and level == 0) else None
-                gen = _gen(cfg.train.seed, epoch, s) if self.world == 1 else _gen(cfg.train.seed, epoch, s, self.rank)
+                gen = step_generator(cfg.train.seed, epoch, s) if self.world == 1 else step_generator(cfg.train.seed, epoch, s, self.rank)
                 terms = step_fn(images[rows], lab, tgt, gen)
                 if not math.isfinite(terms["loss"]):
                     raise TrainingError(f"loss became NaN/inf at epoch {epoch + 1} step {s + 1}; "
@@ -421,48 +331,6 @@ class Trainer:
             bar.close()
         self.model = model
         self.labels_final = cur_labels
-
-    def _make_step(self, model, opt, num_classes: int, dev: torch.device, net=None):
-        cfg = self.cfg
-        use_amp = cfg.train.bf16 and dev.type == "cuda"
-        net = model if net is None else net
-        world = self.world
-        fwd = torch.compile(net) if (cfg.train.compile and dev.type == "cuda") else net
-
-        def step(xb_u8: torch.Tensor, lab: torch.Tensor, tgt: torch.Tensor | None, gen: torch.Generator) -> dict:
-            x = to_input(xb_u8)
-            if cfg.train.augment:
-                x = augment(x, gen)
-            if dev.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                z = fwd(x)
-                if cfg.loss.name == "softmax":
-                    logits = model.classifier(z)
-            scale = 1.0
-            if world > 1 and cfg.loss.name in ("sgm", "triplet"):
-                # the metric losses see the whole global batch (class means over every rank's share);
-                # DDP averages gradients over ranks, so scale by the world size to keep their sum
-                from torch.distributed.nn.functional import all_gather
-                z = torch.cat(all_gather(z.float().contiguous()))
-                lab = torch.cat(all_gather(lab.contiguous()))
-                if tgt is not None:
-                    tgt = torch.cat(all_gather(tgt.contiguous()))
-                scale = float(world)
-            if cfg.loss.name == "sgm":
-                terms = sgm_loss(z, lab, num_classes=num_classes, sigma=cfg.loss.sigma,
-                                 norm_lambda=cfg.loss.norm_lambda, targets=tgt)
-            elif cfg.loss.name == "triplet":
-                terms = triplet_loss(z, lab, triplets=cfg.loss.triplets, margin=cfg.loss.margin, generator=gen)
-            else:
-                terms = softmax_loss(logits, lab, targets=tgt)
-            opt.zero_grad(set_to_none=True)
-            if torch.isfinite(terms["loss"]):
-                (terms["loss"] * scale).backward()
-                opt.step()
-            return {k: float(v.detach()) for k, v in terms.items()}
-
-        return step
 
     @torch.no_grad()
     def _val_score(self, model, images, y_all, train_rows, val_rows, C: int, dev) -> float:
@@ -553,7 +421,7 @@ def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig,
     """Embed every image; write items.parquet, images.npy, embeddings.npy, class_means.npy and
     metrics.json into ``run`` (not the manifest's status: the caller does that)."""
     z = embed_sharded(model, ds.images, device=dev, bf16=cfg.train.bf16)
-    if isinstance(run, _NullRun):
+    if isinstance(run, NullRun):
         return {}
     if not np.isfinite(z).all():
         raise TrainingError("embeddings hold NaN or inf; the model diverged")
