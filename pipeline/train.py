@@ -473,7 +473,8 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
              data_roots: tuple[str, ...] = ()) -> dict:
     """Recompute the protocol from a run's stored embeddings, or (``data_spec``) embed another data
     source with the run's model and score it against the run's training embeddings, classes matched
-    by name. Stores the result in metrics.json and returns it."""
+    by name or FER+ synonym (:func:`pipeline.sources.base.match_classes`; the result says which
+    matched and which were left out). Stores the result in metrics.json and returns it."""
     from .embed import load_embedder
     from .config import DataConfig
 
