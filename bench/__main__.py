@@ -1,4 +1,4 @@
-"""``python -m bench cpu|gpu [--quick] [--out PATH] [--budget SECONDS]``."""
+"""``python -m bench cpu|gpu [--quick] [--out PATH] [--budget SECONDS]``; ``python -m bench neighbours [...]``."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,16 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["neighbours"]:
+        from .neighbours import main as neighbours
+
+        return neighbours(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m bench", description=(
         "Subclass Explorer benchmarks: our training step vs the bare model step, torch.compile on/off, "
         "embedding vs bare forward, openTSNE vs scikit-learn t-SNE vs UMAP, analyze time and memory."))
-    ap.add_argument("mode", choices=("cpu", "gpu"))
+    ap.add_argument("mode", choices=("cpu", "gpu", "neighbours"),
+                    help="neighbours: approximate against exact neighbour search (its own options)")
     ap.add_argument("--quick", action="store_true", help="toy sizes (a smoke run of every code path)")
     ap.add_argument("--out", type=Path, default=None, help="JSON results file (default ./bench-<mode>.json)")
     ap.add_argument("--budget", type=float, default=None,

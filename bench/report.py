@@ -8,13 +8,14 @@ measurement (analyze's wall time and peak memory) have ``ratio`` None.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from pipeline import runs
 
 SCHEMA = 1
 STATUSES = ("ok", "bound", "skipped", "failed")
@@ -119,8 +120,4 @@ def to_json(rows: list[Row], *, mode: str, quick: bool, wall_s: float, settings:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    runs.write_json(Path(path), obj, sort_keys=False)

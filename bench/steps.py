@@ -2,8 +2,8 @@
 extraction against the bare forward pass.
 
 "Ours" is the real thing, not a copy: :class:`pipeline.sampling.ClassBalancedSampler` draws the
-rows, they index the resident (N, S, S) uint8 tensor, and ``Trainer._make_step`` (conversion,
-:func:`pipeline.train.augment`, SGM loss with soft targets, Adam) does the rest. Only the five
+rows, they index the resident (N, S, S) uint8 tensor, and ``pipeline.step.make_step`` (conversion,
+:func:`pipeline.augment.augment`, SGM loss with soft targets, Adam) does the rest. Only the five
 lines of glue around it in ``Trainer._fit`` (learning rate, row tensors, per-step generator, the
 NaN check) are mirrored here. "Bare" is what a plain PyTorch loop would do at best: the same
 architecture, forward + cross-entropy + backward + Adam on a float batch prepared once.
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import math
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -85,27 +83,17 @@ def _model(s: StepSetup, cfg, dev: torch.device):
     return model, opt
 
 
-def _trainer(cfg):
-    """A Trainer whose step factory can be called outside ``run()``: one process, rank 0."""
-    from pipeline.train import Trainer
-
-    tr = Trainer(cfg, Path(tempfile.gettempdir()) / "bench-unused", quiet=True)
-    for name, value in (("rank", 0), ("world", 1)):     # set by run() in the distributed trainer
-        if not hasattr(tr, name):
-            setattr(tr, name, value)
-    return tr
-
-
 def our_step(s: StepSetup, *, compile: bool = False) -> Callable[[], int]:
     """One call = one step of the real training loop; returns the images it consumed."""
+    from pipeline.augment import step_generator
     from pipeline.sampling import ClassBalancedSampler
-    from pipeline.train import _gen
+    from pipeline.step import cosine_lr, make_step
 
     dev = torch.device(s.device)
     cfg = _run_config(s, compile=compile)
     model, opt = _model(s, cfg, dev)
     images, labels, targets = _data(s, dev)
-    step_fn = _trainer(cfg)._make_step(model, opt, s.classes, dev)
+    step_fn = make_step(model, opt, cfg, s.classes, dev)
     train_rows = np.arange(s.n_images)
     sampler = ClassBalancedSampler(labels[train_rows], per_class=s.per_class, seed=s.seed)
     steps = max(1, math.ceil(len(train_rows) / sampler.batch_size))
@@ -120,11 +108,11 @@ def our_step(s: StepSetup, *, compile: bool = False) -> Callable[[], int]:
         e, i = st["epoch"], st["s"]
         rows_np = st["batches"][i]
         for grp in opt.param_groups:             # --- the body of Trainer._fit's step loop
-            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (((e % E) * steps + i) / (E * steps))))
+            grp["lr"] = cosine_lr(lr, e, i, E, steps)
         rows = torch.from_numpy(train_rows[rows_np]).to(dev)
         lab = torch.from_numpy(labels[train_rows[rows_np]]).to(dev)
         tgt = targets[rows]
-        terms = step_fn(images[rows], lab, tgt, _gen(s.seed, e, i))
+        terms = step_fn(images[rows], lab, tgt, step_generator(s.seed, e, i))
         if not math.isfinite(terms["loss"]):
             raise RuntimeError("bench: our step produced a non-finite loss")
         st["s"] += 1

@@ -16,7 +16,7 @@ if str(_ROOT) not in sys.path:  # `streamlit run explorer/app.py` puts explorer/
 
 import streamlit as st  # noqa: E402
 
-from explorer import data, jobs, settings, widgets  # noqa: E402
+from explorer import data, jobs, settings, train_form, widgets  # noqa: E402
 from explorer.widgets import State, md  # noqa: E402
 
 st.set_page_config(page_title="Subclass Explorer", page_icon=":material/scatter_plot:", layout="wide")
@@ -35,7 +35,7 @@ WELCOME = st.Page("views/welcome.py", title="Welcome", icon=":material/hourglass
 
 
 def start_demo(root: Path) -> None:
-    jobs.start_demo(root, spec=settings.demo_spec(), epochs=settings.demo_epochs(), name=settings.DEMO_NAME)
+    train_form.start_demo(root, spec=settings.demo_spec(), epochs=settings.demo_epochs(), name=settings.DEMO_NAME)
 
 
 def sidebar_runs(infos: list[data.RunInfo], usable: list[data.RunInfo]) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pipeline.runs import MANIFEST, STATUS_COMPLETE, Run, RunError, list_runs, open_run, read_jsonl
+from pipeline.runs import MANIFEST, PROGRESS, STATUS_COMPLETE, Run, RunError, list_runs, open_run, read_jsonl
 
 from . import figures
 
@@ -75,12 +75,15 @@ def runs(root: str | Path) -> list[RunInfo]:
         if run is None:
             out.append(RunInfo(name=path.name, path=str(path), status="broken", problem=problem))
             continue
-        cfg = run.config
+        try:
+            cfg = run.config
+        except RunError as exc:
+            out.append(RunInfo(name=path.name, path=str(path), status="broken", problem=str(exc)))
+            continue
         out.append(RunInfo(
             name=path.name, path=str(path), status=run.status, updated=float(run.manifest.get("updated", 0) or 0),
             n_images=(run.manifest.get("data") or {}).get("n_images"),
-            spec=str((cfg.get("data") or {}).get("spec", "")), loss=str((cfg.get("loss") or {}).get("name", "")),
-            backbone=str((cfg.get("model") or {}).get("backbone", "")),
+            spec=cfg.data.spec, loss=cfg.loss.name, backbone=cfg.model.backbone,
             analysed=all(a in run.artifacts for a in ANALYSIS_FILES)))
     return out
 
@@ -245,7 +248,7 @@ def _png(img: np.ndarray) -> bytes:
 
 def progress(path: str | Path) -> list[dict]:
     """progress.jsonl events; works on runs still training (no manifest check)."""
-    p = Path(path) / "progress.jsonl"
+    p = Path(path) / PROGRESS
     try:
         st_ = p.stat()
     except FileNotFoundError:

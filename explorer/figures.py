@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from pipeline import progress
+
 # 48 distinct colours (Plotly's Dark24 + Light24): categories beyond that repeat colours.
 PALETTE = [
     "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86",
@@ -258,40 +260,11 @@ def confusion_cell(selection: dict | None, n_classes: int) -> tuple[int, int] | 
 
 
 def training_curve(events: list[dict]) -> go.Figure | None:
-    """Loss per step and per epoch from ``progress.jsonl`` events; None when there is none.
-
-    The trainer reports ``step``/``steps`` within an epoch and a global ``epoch`` (over all levels
-    of Algorithm 2), so the x axis is ``(epoch - 1) * steps + step``. Events without ``epoch``
-    count steps in all (a restart of the count starts a new level).
-    """
-    steps, losses, ep_x, ep_y = [], [], [], []
-    offset = last = 0
-    per_epoch = None
-    for ev in events:
-        if not isinstance(ev, dict):
-            continue
-        if ev.get("steps"):
-            per_epoch = int(ev["steps"])
-        loss = ev.get("loss")
-        if not isinstance(loss, (int, float)):
-            continue
-        kind = ev.get("event")
-        epoch = ev.get("epoch")
-        if kind == "step" and ev.get("step") is not None:
-            s = int(ev["step"])
-            if epoch is not None and per_epoch:
-                x = (int(epoch) - 1) * per_epoch + s
-            else:
-                if s < last:
-                    offset += last
-                x = offset + s
-            last = s
-            steps.append(x)
-            losses.append(float(loss))
-        elif kind == "epoch":
-            x = int(epoch) * per_epoch if epoch is not None and per_epoch else (steps[-1] if steps else len(ep_x) + 1)
-            ep_x.append(x)
-            ep_y.append(float(loss))
+    """Loss per step and per epoch from ``progress.jsonl`` events, on the global step axis of
+    :func:`pipeline.progress.summarize`; None when there is none."""
+    p = progress.summarize(events)
+    steps, losses = [x for x, _ in p.losses], [v for _, v in p.losses]
+    ep_x, ep_y = [x for x, _ in p.epoch_losses], [v for _, v in p.epoch_losses]
     if not steps and not ep_x:
         return None
     fig = go.Figure()

@@ -1,4 +1,5 @@
 """Background pipeline jobs: start, poll and cancel ``python -m pipeline`` outside Streamlit.
+(What to train is :mod:`explorer.train_form`'s business; this module only supervises processes.)
 
 One job at a time per runs root. A job is a list of steps (``train`` then ``analyze`` for the
 demo) run by a small runner process (``python -m explorer.jobs run JOBFILE``) started with
@@ -14,14 +15,14 @@ tab, a restarted server) sees the same job:
     jobs/<id>.step      index of the step now running (written by the runner)
     jobs/<id>.exit      {"returncode", "failed_step", "cancelled", "ended"} (written by the runner)
 
-No Streamlit import here: the views call these functions and :func:`summarize_progress`.
+No Streamlit import here: the views call these functions (and :func:`pipeline.progress.summarize`
+for a job's progress).
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -29,15 +30,15 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
+
+from pipeline.runs import write_json
 
 STATE_DIR = ".explorer"
 ACTIVE = ("running", "cancelling")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LOSSES = ("sgm", "triplet", "softmax")
-BACKBONES = ("auto", "light", "resnet18")  # auto: the pipeline picks (resnet18 on a GPU, light on a CPU)
 
 
 class JobError(RuntimeError):
@@ -102,13 +103,6 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -127,7 +121,7 @@ def _load(root: Path) -> Job | None:
 
 
 def _save(root: Path, job: Job) -> None:
-    _write_json(_job_file(root), asdict(job))
+    write_json(_job_file(root), asdict(job))
 
 
 # ---------------------------------------------------------------------------- processes
@@ -215,7 +209,7 @@ def start(root: Path, kind: str, run_dir: Path, steps: list[list[str]], *, title
         jd = _jobs_dir(root)
         jd.mkdir(parents=True, exist_ok=True)
         spec = jd / f"{job.id}.json"
-        _write_json(spec, {"steps": job.steps, "id": job.id})
+        write_json(spec, {"steps": job.steps, "id": job.id})
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         with open(jd / f"{job.id}.log", "ab") as log:
@@ -295,246 +289,13 @@ def pipeline_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", *map(str, args)]
 
 
-@dataclass(frozen=True)
-class TrainRequest:
-    """What the training form asks for; turned into ``pipeline train`` flags."""
-    spec: str = "synthetic"
-    loss: str = "sgm"
-    backbone: str = "light"         # "auto" lets the pipeline choose
-    epochs: int = 0                 # 0: the pipeline's default
-    levels: int = 1
-    seed: int = 0
-    data_roots: tuple[str, ...] = field(default_factory=tuple)
-    resume: bool = False
-
-    def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise JobError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if self.backbone not in BACKBONES:
-            raise JobError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
-        if not (0 <= int(self.epochs) <= 1000):
-            raise JobError("epochs must be between 1 and 1000")
-        if not (1 <= int(self.levels) <= 8):
-            raise JobError("levels must be between 1 and 8")
-        if not self.spec or any(c in self.spec for c in "\n\r\0"):
-            raise JobError("data source is empty or not one line")
-
-    def train_argv(self, out: Path) -> list[str]:
-        self.validate()
-        argv = ["train", "--data", self.spec, "--out", str(out), "--loss", self.loss,
-                "--levels", str(int(self.levels)), "--seed", str(int(self.seed)), "--no-progress-bar"]
-        if self.backbone != "auto":
-            argv += ["--backbone", self.backbone]
-        if self.epochs:
-            argv += ["--epochs", str(int(self.epochs))]
-        for r in self.data_roots:
-            argv += ["--data-root", str(r)]
-        if self.resume:
-            argv.append("--resume")
-        return pipeline_argv(*argv)
-
-
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-
-
-def discover_sources(roots: list[Path], *, depth: int = 2, limit: int = 200) -> list[str]:
-    """Data specs found under the data roots, for the training form's menu (a guess per folder:
-    FER+ layout, a class-per-folder tree, a CSV). Only looks ``depth`` levels down."""
-    out: list[str] = []
-
-    def visit(d: Path, level: int) -> None:
-        if len(out) >= limit:
-            return
-        try:
-            entries = sorted(d.iterdir())
-        except OSError:
-            return
-        names = {e.name for e in entries}
-        if {"FER2013Train", "FER2013Test"} <= names:
-            out.append(f"ferplus:{d}")
-        elif level > 0 and any(e.is_dir() and not e.name.startswith(".") for e in entries) and _has_images_below(d):
-            out.append(f"folder:{d}")
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            if e.is_file() and e.suffix.lower() == ".csv":
-                n = e.name.lower()
-                kind = "fer2013" if n.startswith("fer2013") and "new" not in n else (
-                    "affectnet" if "training" in n or "validation" in n else "csv")
-                out.append(f"{kind}:{e}")
-            elif e.is_dir() and level < depth and not e.name.startswith("FER2013"):
-                visit(e, level + 1)
-
-    for r in roots:
-        visit(Path(r), 0)
-    return out[:limit]
-
-
-def _has_images_below(d: Path) -> bool:
-    try:
-        for sub in list(d.iterdir())[:20]:
-            if sub.is_dir():
-                for f in list(sub.iterdir())[:20]:
-                    if f.suffix.lower() in IMAGE_EXT:
-                        return True
-    except OSError:
-        return False
-    return False
-
-
-def spec_paths(spec: str) -> list[str]:
-    """The file-system paths a data spec reads (none for ``synthetic``)."""
-    kind, _, arg = spec.partition(":")
-    if kind.strip().lower() == "synthetic" or not arg.strip():
-        return []
-    return [p.strip() for p in arg.split(",") if p.strip()]
-
-
-def slug(text: str, n: int = 24) -> str:
-    s = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(text).split(":", 1)[-1] or str(text)).name or str(text)).strip("-")
-    return (s or "data")[:n].lower()
-
-
-def new_run_dir(root: Path, req: TrainRequest) -> Path:
-    kind = req.spec.split(":", 1)[0] or "data"
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(kind, 12)}"
-    if ":" in req.spec:
-        base += f"-{slug(req.spec)}"
-    base += f"-{req.loss}-{req.backbone}"
-    p = Path(root) / base
-    i = 2
-    while p.exists():
-        p = Path(root) / f"{base}-{i}"
-        i += 1
-    return p
-
-
-def start_train(root: Path, req: TrainRequest, *, analyze: bool = True, run_dir: Path | None = None,
-                kind: str = "train") -> Job:
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(root, req)
-    steps = [req.train_argv(run_dir)]
-    if analyze:
-        steps.append(pipeline_argv("analyze", str(run_dir)))
-    title = f"{req.loss} / {req.backbone} on {req.spec}"
-    return start(root, kind, run_dir, steps, title=title)
-
-
 def start_analyze(root: Path, run_dir: Path) -> Job:
     return start(root, "analyze", Path(run_dir), [pipeline_argv("analyze", str(run_dir))],
                  title=f"analyze {Path(run_dir).name}")
 
 
-def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: str = "demo") -> Job:
-    """Build the first-launch demo in ``root/name``: train then analyze, or whatever is left of it
-    (resume an interrupted training, analyze a trained but unanalysed run)."""
-    from pipeline.runs import RunError, open_run
-
-    root = Path(root)
-    demo = root / name
-    req = TrainRequest(spec=spec, epochs=epochs)
-    status = None
-    if (demo / "manifest.json").exists():
-        try:
-            status = open_run(demo, require_complete=False).status
-        except RunError:
-            status = "broken"
-    if status == "complete":
-        return start(root, "demo", demo, [pipeline_argv("analyze", str(demo))], title="the demo (analysis)")
-    if status in ("interrupted", "failed", "running"):
-        req = TrainRequest(spec=spec, epochs=epochs, resume=True)
-    elif status == "broken" or (status is None and demo.exists() and any(demo.iterdir())):
-        demo = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return start(root, "demo", demo, [req.train_argv(demo), pipeline_argv("analyze", str(demo))],
-                 title="the synthetic demo")
-
-
 def command_line(job: Job) -> str:
     return " && ".join(shlex.join(s) for s in job.steps)
-
-
-# ---------------------------------------------------------------------------- progress
-@dataclass
-class Progress:
-    fraction: float | None = None   # 0..1 of the training steps, None when unknown
-    step: int | None = None         # step within the epoch (as the trainer reports it)
-    steps: int | None = None        # steps per epoch when ``epochs`` is known, else in all
-    epoch: int | None = None
-    epochs: int | None = None
-    loss: float | None = None
-    images_per_s: float | None = None
-    eta_s: float | None = None
-    last_event: str = ""
-    message: str = ""
-    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) for a curve
-
-
-def summarize_progress(events: list[dict], *, now: float | None = None) -> Progress:
-    """Fold ``progress.jsonl`` events into one status line's worth of numbers.
-
-    ETA: the trainer's own ``eta_s`` when given, aged by the time since that event; otherwise
-    the remaining steps at the rate seen between the first and last step events.
-    With ``epochs`` in the events, ``step``/``steps`` count within an epoch (the trainer's form);
-    without it, ``steps`` is the total.
-    """
-    p = Progress()
-    now = time.time() if now is None else now
-    first_t = first_step = None
-    last_t = None
-    done = total = None  # global steps done / in all
-    for ev in events:
-        if not isinstance(ev, dict):
-            continue
-        kind = str(ev.get("event", ""))
-        p.last_event = kind or p.last_event
-        if ev.get("steps"):
-            p.steps = int(ev["steps"])
-        if ev.get("epochs"):
-            p.epochs = int(ev["epochs"])
-        if ev.get("epoch") is not None:
-            p.epoch = int(ev["epoch"])
-        if ev.get("step") is not None:
-            p.step = int(ev["step"])
-        elif kind == "epoch" and p.steps:
-            p.step = p.steps  # an epoch event closes its epoch
-        if p.step is not None and p.steps:
-            if p.epochs and p.epoch:
-                done, total = (p.epoch - 1) * p.steps + p.step, p.epochs * p.steps
-            else:
-                done, total = p.step, p.steps
-        if isinstance(ev.get("loss"), (int, float)):
-            p.loss = float(ev["loss"])
-            if done is not None and kind == "step":
-                p.losses.append((done, p.loss))
-        if ev.get("images_per_s") is not None:
-            p.images_per_s = float(ev["images_per_s"])
-        if ev.get("message"):
-            p.message = str(ev["message"])
-        t = ev.get("time")
-        if isinstance(t, (int, float)):
-            last_t = float(t)
-            if done is not None and first_t is None:
-                first_t, first_step = float(t), done
-        if ev.get("eta_s") is not None:
-            p.eta_s = max(0.0, float(ev["eta_s"]) - (now - last_t if last_t else 0.0))
-    if total and done is not None:
-        p.fraction = min(1.0, max(0.0, done / total))
-    if p.last_event == "done":
-        p.fraction, p.eta_s = 1.0, 0.0
-    elif p.eta_s is None and p.fraction is not None and first_t is not None and last_t and done and done > (first_step or 0):
-        rate = (last_t - first_t) / (done - (first_step or 0))
-        p.eta_s = max(0.0, rate * (total - done) - (now - last_t))
-    return p
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating…"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
 # ---------------------------------------------------------------------------- the runner
@@ -569,7 +330,7 @@ def _run(spec_path: Path) -> int:
         if rc != 0:
             failed = i
             break
-    _write_json(jd / f"{job_id}.exit", {"returncode": rc, "failed_step": failed,
+    write_json(jd / f"{job_id}.exit", {"returncode": rc, "failed_step": failed,
                                          "cancelled": cancelled["flag"], "ended": time.time()})
     return 0 if rc == 0 and not cancelled["flag"] else (rc or 1)
 

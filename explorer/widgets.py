@@ -14,12 +14,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import streamlit as st
 
+from pipeline import progress
+from pipeline.errors import one_line
+from pipeline.config import LOSSES, MAX_EPOCHS, MAX_LEVELS, LossConfig
+from pipeline.sources.discover import discover
 from pipeline.runs import RunError
 
 from . import data, jobs, settings
+from . import train_form as train_form_
 from .review import ReviewError, ReviewStore
 
 log = logging.getLogger("explorer")
@@ -81,14 +85,14 @@ def run_guard() -> Iterator[None]:
     try:
         yield
     except RunError as exc:
-        st.error(md(str(exc).splitlines()[0] if str(exc) else "this run cannot be read"), icon=":material/error:")
+        st.error(md(one_line(exc, empty="this run cannot be read")), icon=":material/error:")
         st.stop()
     except ReviewError as exc:
-        st.error(md(str(exc).splitlines()[0]))
+        st.error(md(one_line(exc)))
         st.stop()
     except Exception as exc:  # a bug: log it in full, show one line
         log.exception("explorer page failed")
-        first = (str(exc).splitlines() or [""])[0][:200]
+        first = one_line(exc, 200, empty="")
         st.error(md(f"Something went wrong ({type(exc).__name__}: {first}). The details are in the server log."))
         st.stop()
 
@@ -143,7 +147,7 @@ def gallery(path: str, rows: Sequence[int], *, captions: Sequence[str] | None = 
     try:
         pngs = data.thumbs(path).many(rows)
     except RunError as exc:  # a damaged images.npy: say which file, keep the rest of the page
-        st.error(md(str(exc).splitlines()[0] if str(exc) else "images cannot be read"), icon=":material/error:")
+        st.error(md(one_line(exc, empty="images cannot be read")), icon=":material/error:")
         return
     caps = [md(c) for c in captions[:len(rows)]] if captions is not None else None
     # output_format="PNG": the bytes are PNG already, so Streamlit serves them as they are
@@ -211,14 +215,14 @@ def _job_body(compact: bool) -> None:
         names = job.step_names
         stage = names[step] if step < len(names) else "?"
         events = data.progress(job.run_dir)
-        prog = jobs.summarize_progress(events)
+        prog = progress.summarize(events)
         if job.state == "cancelling":
             st.progress(prog.fraction or 0.0, text="Stopping… (saving a resumable checkpoint)")
         elif stage == "train":
             if prog.fraction is None:
                 st.progress(0.0, text="Training: preparing data…")
             else:
-                eta = jobs.format_eta(prog.eta_s)
+                eta = progress.format_eta(prog.eta_s)
                 bits = []
                 if prog.epoch is not None:
                     bits.append(f"epoch {prog.epoch}" + (f"/{prog.epochs}" if prog.epochs else ""))
@@ -281,53 +285,18 @@ def job_panel(*, compact: bool) -> None:
         _job_still(compact)
 
 
-def class_names(path: str) -> list[str]:
-    return data.run(path).classes
-
-
 def n_images(n: int) -> str:
     return f"{n:,} image" if n == 1 else f"{n:,} images"
-
-
-def selection_rows_array(rows) -> np.ndarray:
-    return np.asarray(list(rows), dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------- the training form
 @st.cache_data(ttl=60, show_spinner=False)
 def _sources(roots: tuple[str, ...]) -> list[str]:
-    return jobs.discover_sources([Path(r) for r in roots])
+    return discover([Path(r) for r in roots])
 
 
 SYNTHETIC_CHOICES = {"synthetic": "synthetic: 4,000 generated faces (a few minutes on a CPU)",
                      "synthetic:600": "synthetic: 600 faces (a quick test)"}
-
-
-def check_spec(spec: str, roots: list[Path]) -> str:
-    """A data spec the form may start, or raise JobError: known source, paths under a data root."""
-    from pipeline.sources import DataError, parse_spec
-
-    spec = spec.strip()
-    try:
-        kind, _ = parse_spec(spec)
-    except DataError as exc:
-        raise jobs.JobError(str(exc)) from None
-    if kind == "synthetic":
-        n = spec.partition(":")[2].strip()
-        if n and not (n.isdigit() and 8 <= int(n) <= 200_000):
-            raise jobs.JobError("synthetic:N takes a number of images between 8 and 200,000")
-        return spec
-    paths = jobs.spec_paths(spec)
-    if not paths:
-        raise jobs.JobError(f"{kind} needs a path, e.g. {kind}:/data/...")
-    if not roots:
-        raise jobs.JobError(f"no data roots are configured; set {settings.DATA_ROOTS_ENV}")
-    for p in paths:
-        if settings.under_data_roots(p, roots) is None:
-            raise jobs.JobError(f"{p} is not under a configured data root ({', '.join(map(str, roots))})")
-        if not Path(p).exists():
-            raise jobs.JobError(f"{p} does not exist")
-    return spec
 
 
 def train_form(root: Path, *, key: str) -> None:
@@ -341,24 +310,25 @@ def train_form(root: Path, *, key: str) -> None:
         other = st.text_input("…or a data spec", key=f"{key}_other", placeholder="folder:/path/under/a/data/root",
                               help="Paths must lie under a data root: "
                                    + (", ".join(str(r) for r in roots) or f"none set ({settings.DATA_ROOTS_ENV})"))
-        loss = st.segmented_control("Loss", list(jobs.LOSSES), default="sgm", key=f"{key}_loss",
+        loss = st.segmented_control("Loss", list(LOSSES), default=LossConfig.name, key=f"{key}_loss",
                                     format_func=lambda s: {"sgm": "SGM", "triplet": "Triplet", "softmax": "Softmax"}[s])
-        backbone = st.selectbox("Backbone", list(jobs.BACKBONES), key=f"{key}_backbone",
+        backbone = st.selectbox("Backbone", list(train_form_.FORM_BACKBONES), key=f"{key}_backbone",
                                 format_func=lambda b: {"auto": "auto (ResNet-18 on a GPU, light on a CPU)",
                                                        "light": "light (4 conv blocks)", "resnet18": "ResNet-18"}[b])
         c1, c2 = st.columns(2)
-        epochs = c1.number_input("Epochs", min_value=1, max_value=500, value=12, step=1, key=f"{key}_epochs")
-        levels = c2.number_input("Levels", min_value=1, max_value=8, value=1, step=1, key=f"{key}_levels",
+        epochs = c1.number_input("Epochs", min_value=1, max_value=MAX_EPOCHS, value=None, step=1, key=f"{key}_epochs",
+                                 placeholder="20 synthetic, 30 other", help="empty: the recipe's (pipeline.config)")
+        levels = c2.number_input("Levels", min_value=1, max_value=MAX_LEVELS, value=1, step=1, key=f"{key}_levels",
                                  help="Algorithm 2: levels > 1 re-trains on sub-class labels")
         analyze = st.checkbox("Analyze when training is done", value=True, key=f"{key}_analyze")
         go = st.form_submit_button("Start training", icon=":material/play_arrow:", type="primary")
     if go:
         try:
-            chosen = check_spec(other or spec, roots)
+            chosen = train_form_.check_spec(other or spec, roots)
             is_synth = chosen.split(":", 1)[0].strip().lower() == "synthetic"
-            req = jobs.TrainRequest(spec=chosen, loss=loss or "sgm", backbone=backbone, epochs=int(epochs),
+            req = train_form_.TrainRequest(spec=chosen, loss=loss or LossConfig.name, backbone=backbone, epochs=int(epochs or 0),
                                     levels=int(levels), data_roots=() if is_synth else tuple(str(r) for r in roots))
-            job = jobs.start_train(root, req, analyze=analyze)
+            job = train_form_.start_train(root, req, analyze=analyze)
         except (jobs.JobError, OSError) as exc:
             st.error(md(str(exc)))
         else:

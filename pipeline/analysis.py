@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ import pandas as pd
 from . import hierarchy as hier
 from . import maps as maps_mod
 from . import mislabels as mis
+from .config import RunConfig
 from .metrics import class_means, gaussian_posterior
 from .runs import Run, open_run
 
@@ -374,6 +375,17 @@ def format_recovery(sub_metrics: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- orchestrator
+def settings(cfg: RunConfig, **given: Any) -> dict:
+    """The options :func:`analyze` runs with: each one ``given`` (not None), else the run's config
+    (hierarchy, loss.sigma), and the mislabel evidence's own ``knn_k`` (:data:`pipeline.mislabels.MISLABEL_K`)."""
+    h = cfg.hierarchy
+    pick = lambda name, default: default if given.get(name) is None else given[name]  # noqa: E731
+    return {"max_components": int(pick("max_components", h.max_components)),
+            "min_per_subclass": int(pick("min_per_subclass", h.min_per_subclass)),
+            "topk": int(pick("topk", h.topk)), "knn_k": int(pick("knn_k", mis.MISLABEL_K)),
+            "sigma": float(pick("sigma", cfg.loss.sigma)), "features": str(pick("features", h.features))}
+
+
 def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca"),
             hierarchy_mode: str = "auto", summary_size: int = 32, seed: int = 0,
             knn_k: int | None = None, sigma: float | None = None,
@@ -386,10 +398,11 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     hierarchy_mode: "bic" (fast per-class mixtures), "dgms" (describe the Algorithm 2 sub-labels
     that training stored: the ``dgms_subclass`` column of items.parquet, with
     ``dgms_subclass_l<i>`` level columns when present, or an earlier ``write_hierarchy``; an
-    error when there are none) or "auto" (dgms when stored, else bic). ``features``: what the
-    fast mode fits on, "embedding", "posterior+votes" (:func:`pipeline.hierarchy.crowd_features`;
-    needs the crowd votes training stores as ``vote_<class>`` columns) or "auto" (the latter when
-    the run has votes). ``knn_k``: neighbours of
+    error when there are none) or "auto" (dgms when stored, else bic); the image facets
+    (expression, look, look_embedding; :func:`image_facets`) are always fit. ``features``: what comes
+    first, "auto" / "embedding" (the image facets) or "posterior+votes" (the crowd facet,
+    :func:`pipeline.hierarchy.crowd_features`; needs the ``vote_<class>`` columns training stores;
+    with them the crowd facet is added after the image facets anyway). ``knn_k``: neighbours of
     the mislabel evidence (default :data:`pipeline.mislabels.MISLABEL_K`). Options left None come
     from the run's config (hierarchy, loss.sigma).
     Returns {"subclass": ..., "mislabels": ..., "timings": {step: seconds}}.
@@ -398,14 +411,10 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     run = open_run(run_path)
-    cfg = run.config
-    hcfg = cfg.get("hierarchy", {})
-    max_components = int(max_components if max_components is not None else hcfg.get("max_components", 5))
-    min_per_subclass = int(min_per_subclass if min_per_subclass is not None else hcfg.get("min_per_subclass", 64))
-    topk = int(topk if topk is not None else hcfg.get("topk", 16))
-    knn_k = int(knn_k if knn_k is not None else mis.MISLABEL_K)
-    sigma = float(sigma if sigma is not None else cfg.get("loss", {}).get("sigma", 0.5))
-    features = str(features if features is not None else hcfg.get("features", "auto"))
+    s = settings(run.config, knn_k=knn_k, sigma=sigma, max_components=max_components,
+                 min_per_subclass=min_per_subclass, topk=topk, features=features)
+    max_components, min_per_subclass, topk = s["max_components"], s["min_per_subclass"], s["topk"]
+    knn_k, sigma, features = s["knn_k"], s["sigma"], s["features"]
     classes = run.classes
     items = run.items()
     z = np.asarray(run.embeddings(), dtype=np.float32)

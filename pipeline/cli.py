@@ -11,69 +11,98 @@ import sys
 import time
 from pathlib import Path
 
+from . import config as C
 from .config import DataConfig, HierarchyConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
-from .hierarchy import FEATURES
+
+# ``train`` flag (argparse dest) -> the RunConfig field it sets. Every flag defaults to None ("not
+# given") so the defaults live only in pipeline.config: the dataclasses and recipe().
+TRAIN_FLAGS = {
+    "image_size": "data.image_size", "on_bad_image": "data.on_bad_image",
+    "embedding_dim": "model.embedding_dim",
+    "loss": "loss.name", "sigma": "loss.sigma", "norm_lambda": "loss.norm_lambda", "triplets": "loss.triplets",
+    "margin": "loss.margin",
+    "epochs": "train.epochs", "per_class": "train.per_class", "steps_per_epoch": "train.steps_per_epoch",
+    "lr": "train.lr", "weight_decay": "train.weight_decay", "seed": "train.seed", "device": "train.device",
+    "knn_k": "train.knn_k", "crossfit": "train.crossfit",
+    "levels": "hierarchy.levels", "min_per_subclass": "hierarchy.min_per_subclass",
+    "max_components": "hierarchy.max_components", "topk": "hierarchy.topk",
+    "subclass_features": "hierarchy.features",
+}
+# on/off flags: dest -> (field, the value the flag sets)
+TRAIN_SWITCHES = {"hard_targets": ("loss.soft_targets", False), "no_augment": ("train.augment", False),
+                  "compile": ("train.compile", True), "no_bf16": ("train.bf16", False)}
 
 
 def build_config(a: argparse.Namespace) -> RunConfig:
-    """The one place the CLI (and, through the same flags, the explorer's form) becomes a RunConfig."""
-    return RunConfig(
-        data=DataConfig(spec=a.data, image_size=a.image_size, on_bad_image=a.on_bad_image,
-                        data_roots=tuple(a.data_root or ())),
-        model=ModelConfig(backbone=a.backbone, embedding_dim=a.embedding_dim),
-        loss=LossConfig(name=a.loss, sigma=a.sigma, norm_lambda=a.norm_lambda, soft_targets=not a.hard_targets,
-                        triplets=a.triplets, margin=a.margin),
-        train=TrainConfig(epochs=a.epochs, per_class=a.per_class, steps_per_epoch=a.steps_per_epoch, lr=a.lr,
-                          weight_decay=a.weight_decay, seed=a.seed, device=a.device, augment=not a.no_augment,
-                          compile=a.compile, bf16=not a.no_bf16, knn_k=a.knn_k,
-                          crossfit=a.crossfit),
-        hierarchy=HierarchyConfig(levels=a.levels, min_per_subclass=a.min_per_subclass,
-                                  max_components=a.max_components, topk=a.topk,
-                                  features=getattr(a, "subclass_features", None) or "auto"),
-    )
+    """The ``train`` flags -> a RunConfig: a saved config (``--config FILE``) or else
+    :func:`pipeline.config.recipe` for the data, the backbone and the device, then every flag given."""
+    if getattr(a, "config", None):
+        cfg = RunConfig.load(a.config)
+        if a.data is not None:
+            cfg = C.with_values(cfg, {"data.spec": a.data})
+        if a.backbone is not None:
+            cfg = C.with_values(cfg, {"model.backbone": a.backbone})
+    else:
+        cfg = C.recipe(a.data if a.data is not None else DataConfig.spec, a.backbone,
+                       a.device if a.device is not None else TrainConfig.device)
+    values = {field: getattr(a, dest, None) for dest, field in TRAIN_FLAGS.items()}
+    values.update({field: on for dest, (field, on) in TRAIN_SWITCHES.items() if getattr(a, dest, None)})
+    if getattr(a, "data_root", None):
+        values["data.data_roots"] = tuple(a.data_root)
+    return C.with_values(cfg, values)
+
+
+def _default(cls: type, name: str) -> str:
+    return f"default {getattr(cls, name)}"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    t = sub.add_parser("train", help="train an embedder (Algorithm 1; --levels > 1 runs Algorithm 2)")
-    t.add_argument("--data", default="synthetic", help="data source spec, e.g. synthetic, ferplus:DIR, csv:FILE")
+    t = sub.add_parser("train", help="train an embedder (Algorithm 1; --levels > 1 runs Algorithm 2)",
+                       argument_default=None,
+                       epilog="Defaults come from pipeline.config (the dataclasses and recipe()); with "
+                              "--config, from that file, and any flag given replaces its value.")
+    t.add_argument("--config", metavar="FILE",
+                   help="a saved RunConfig (JSON, or a run's manifest.json) to train with")
+    t.add_argument("--data", help=f"data source spec, e.g. synthetic, ferplus:DIR, csv:FILE ({_default(DataConfig, 'spec')})")
     t.add_argument("--out", required=True, help="run directory to create (or resume)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     t.add_argument("--data-root", action="append", help="only read data under this folder (repeatable)")
-    t.add_argument("--image-size", type=int, default=48)
-    t.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip")
-    t.add_argument("--backbone", choices=("light", "resnet18"), default=None,
-                   help="default: resnet18 on a GPU, light on the CPU")
-    t.add_argument("--embedding-dim", type=int, default=64)
-    t.add_argument("--loss", choices=("sgm", "triplet", "softmax"), default="sgm")
-    t.add_argument("--sigma", type=float, default=0.5)
-    t.add_argument("--norm-lambda", type=float, default=1e-3)
-    t.add_argument("--hard-targets", action="store_true", help="ignore vote distributions; one-hot targets")
-    t.add_argument("--triplets", type=int, default=128)
-    t.add_argument("--margin", type=float, default=0.2)
-    t.add_argument("--epochs", type=int, default=None, help="default: 20 (synthetic), 30 otherwise")
-    t.add_argument("--per-class", type=int, default=None,
+    t.add_argument("--image-size", type=int, help=_default(DataConfig, "image_size"))
+    t.add_argument("--on-bad-image", choices=C.BAD_IMAGE, help=_default(DataConfig, "on_bad_image"))
+    t.add_argument("--backbone", choices=C.BACKBONES, help="default: resnet18 on a GPU, light on the CPU")
+    t.add_argument("--embedding-dim", type=int, help=_default(ModelConfig, "embedding_dim"))
+    t.add_argument("--loss", choices=C.LOSSES, help=_default(LossConfig, "name"))
+    t.add_argument("--sigma", type=float, help=_default(LossConfig, "sigma"))
+    t.add_argument("--norm-lambda", type=float, help=_default(LossConfig, "norm_lambda"))
+    t.add_argument("--hard-targets", action="store_true", default=None,
+                   help="ignore vote distributions; one-hot targets")
+    t.add_argument("--triplets", type=int, help=_default(LossConfig, "triplets"))
+    t.add_argument("--margin", type=float, help=_default(LossConfig, "margin"))
+    t.add_argument("--epochs", type=int, help="default: 20 (synthetic), 30 otherwise")
+    t.add_argument("--per-class", type=int,
                    help="images per class per batch (default: 16 with the light network, 32 with resnet18)")
-    t.add_argument("--steps-per-epoch", type=int, default=0)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--no-augment", action="store_true")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
-    t.add_argument("--no-bf16", action="store_true")
-    t.add_argument("--knn-k", type=int, default=11)
-    t.add_argument("--crossfit", type=int, default=0, metavar="K",
+    t.add_argument("--steps-per-epoch", type=int, help="0: about one pass over the training split")
+    t.add_argument("--lr", type=float, help=_default(TrainConfig, "lr"))
+    t.add_argument("--weight-decay", type=float, help=_default(TrainConfig, "weight_decay"))
+    t.add_argument("--seed", type=int, help=_default(TrainConfig, "seed"))
+    t.add_argument("--device", help=_default(TrainConfig, "device"))
+    t.add_argument("--no-augment", action="store_true", default=None)
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (CUDA only)")
+    t.add_argument("--no-bf16", action="store_true", default=None)
+    t.add_argument("--knn-k", type=int, help=_default(TrainConfig, "knn_k"))
+    t.add_argument("--crossfit", type=int, metavar="K",
                    help="also train K fold models so mislabel evidence is out-of-sample (K >= 2)")
-    t.add_argument("--levels", type=int, default=1, help="L of Algorithm 2 (DGMS); 1 = plain SGM")
-    t.add_argument("--min-per-subclass", type=int, default=64, help="Mc of Algorithm 2")
-    t.add_argument("--max-components", type=int, default=5)
-    t.add_argument("--topk", type=int, default=16)
-    t.add_argument("--subclass-features", choices=("auto",) + FEATURES, default="auto",
+    t.add_argument("--levels", type=int, help="L of Algorithm 2 (DGMS); 1 = plain SGM (the default)")
+    t.add_argument("--min-per-subclass", type=int, help=f"Mc of Algorithm 2 ({_default(HierarchyConfig, 'min_per_subclass')})")
+    t.add_argument("--max-components", type=int, help=_default(HierarchyConfig, "max_components"))
+    t.add_argument("--topk", type=int, help=_default(HierarchyConfig, "topk"))
+    t.add_argument("--subclass-features", choices=C.SUBCLASS_FEATURES,
                    help="what Algorithm 2's per-class mixtures (and analyze's, unless told otherwise) fit on; "
-                        "auto: the SGM posterior and the crowd's votes when the data has votes, else the embedding")
+                        "auto (the default): the SGM posterior and the crowd's votes when the data has votes, "
+                        "else the embedding")
     t.add_argument("--analyze", action="store_true", help="run `analyze` when training is done")
     t.add_argument("--no-progress-bar", action="store_true")
     t.add_argument("--quiet", action="store_true")
@@ -89,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("run")
     an.add_argument("--maps", default="tsne,umap,pca", help="comma-separated: tsne, umap, pca (or none)")
     an.add_argument("--max-components", type=int, default=None)
-    an.add_argument("--subclass-features", choices=("auto",) + FEATURES, default=None,
+    an.add_argument("--subclass-features", choices=C.SUBCLASS_FEATURES, default=None,
                     help="what the per-class mixtures are fit on (default auto: the SGM posterior and the "
                          "crowd's votes when the data has votes, else the embedding)")
     an.add_argument("--seed", type=int, default=0)
@@ -107,17 +136,6 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_train(a) -> int:
     from .train import train
 
-    if a.backbone is None:
-        import torch
-
-        cuda = torch.cuda.is_available() and a.device in ("auto",) or a.device.startswith("cuda")
-        a.backbone = "resnet18" if cuda else "light"
-    if a.per_class is None:
-        # on a CPU the light network runs about twice the images per second at 16 per class than
-        # at 32, and takes twice the steps per epoch (measured in docs/RESULTS.md)
-        a.per_class = 16 if a.backbone == "light" else 32
-    if a.epochs is None:
-        a.epochs = 20 if a.data.strip().lower().startswith("synthetic") else 30
     cfg = build_config(a)
     run = train(cfg, a.out, resume=a.resume, quiet=a.quiet, progress_bar=not a.no_progress_bar)
     from .runs import Run
@@ -148,6 +166,11 @@ def _cmd_evaluate(a) -> int:
 
     out = evaluate(a.run, data_spec=a.data, device=a.device, data_roots=tuple(a.data_root or ()))
     print(json.dumps(out, indent=2) if a.json else format_table(out))
+    for key, res in out.items():
+        if not a.json and "class_match" in res:
+            print(f"\n{key}: classes matched " + ", ".join(f"{o} -> {r}" for o, r in res["class_match"].items())
+                  + "; left out: " + (", ".join(res["classes_left_out"]) or "none")
+                  + f" ({res['images_unmatched']} images)")
     return 0
 
 
@@ -198,11 +221,21 @@ def _cmd_runs(a) -> int:
         acc = f"{100 * m['knn_accuracy']:.1f}" if "knn_accuracy" in m else "-"
         nmi = f"{100 * m['kmeans_nmi']:.1f}" if "kmeans_nmi" in m else "-"
         n = run.manifest.get("data", {}).get("n_images", "")
-        print(f"{path.name[:32]:32} {run.status:12} {n!s:>7} {acc:>8} {nmi:>6}  {run.config.get('data', {}).get('spec', '')}")
+        print(f"{path.name[:32]:32} {run.status:12} {n!s:>7} {acc:>8} {nmi:>6}  {_spec(run)}")
     return 0
 
 
+def _spec(run) -> str:
+    from .runs import RunError
+
+    try:
+        return run.config.data.spec
+    except RunError as exc:
+        return f"(config unreadable: {exc})"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .errors import one_line
     from .runs import RunError
     from .sources import DataError
     from .train import TrainingError
@@ -216,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the run is left resumable (pass --resume)", file=sys.stderr)
         return 130
     except (DataError, RunError, TrainingError, ValueError, RuntimeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {one_line(exc, 1000)}", file=sys.stderr)
         return 1
 
 

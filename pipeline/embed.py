@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig
+from .errors import one_line
 from .models import build_model
 from .runs import Run, RunError, load_torch, open_run
 
@@ -122,6 +123,6 @@ def load_embedder(run: Run | str | Path, *, which: str = "best", device: str = "
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise RunError(f"{ckpt_path}: weights do not fit the configured model ({str(exc).splitlines()[0][:120]})") from None
+        raise RunError(f"{ckpt_path}: weights do not fit the configured model ({one_line(exc, 120)})") from None
     model.to(device).eval()
     return model

@@ -29,7 +29,7 @@ __all__ = ["Hierarchy", "Facet", "split_classes", "fit_fast", "fit_shared", "des
            "FEATURES", "FACET_TITLES"]
 
 # What the fast mode's mixtures are fit on: the embedding itself, or crowd_features.
-FEATURES = ("embedding", "posterior+votes")
+from .config import FEATURES, SUBCLASS_FEATURES  # noqa: E402  (the one list of choices)
 
 # Diagonal covariances: with D = 64 and a few hundred images per class a full covariance has
 # more parameters than the class has images, so BIC would always pick k = 1.
@@ -153,7 +153,7 @@ def resolve_features(requested: str, has_votes: bool) -> str:
     "auto" is always the embedding: sub-classes come from the images, so a folder of images and a
     crowd-labelled set get the same kind; with votes, the crowd's reading is an extra facet ("crowd"),
     not the headline. Raises ValueError (one line) for an unknown choice or posterior+votes without votes."""
-    if requested not in ("auto",) + FEATURES:
+    if requested not in SUBCLASS_FEATURES:
         raise ValueError(f"sub-class features must be auto, {' or '.join(FEATURES)}, not {requested!r}")
     if requested == "auto":
         return "embedding"

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_softmax
 
+from .neighbours import EXACT_MAX_PAIRS, knn
+
 __all__ = ["Evidence", "oos_evidence", "evidence_from_arrays", "scores", "knn_probs", "cleanlab_scores"]
 
 # Weight of (1 - posterior of the given label) next to the kNN disagreement in ``score``. The
@@ -151,88 +153,17 @@ def _loo_sq_dist(z: np.ndarray, labels: np.ndarray, train: np.ndarray, C: int,
     return np.maximum(d, 0.0)
 
 
-# Above this many query x reference pairs (about 17k images) the exact search is replaced by an
-# inverted-file search: 2 s instead of 13 s at 35k images, seconds instead of hours at 450k.
-# Neighbour recall 0.97 on a trained embedding, 0.83 on isotropic 64-D blobs (the votes agreed
-# on every image there).
-EXACT_MAX_PAIRS = 2.5e8
-
-
-def _knn(z: np.ndarray, train: np.ndarray, k: int, *, seed: int = 0,
+def _knn(z: np.ndarray, train: np.ndarray, k: int, *,
          exact_max_pairs: float = EXACT_MAX_PAIRS) -> tuple[np.ndarray, np.ndarray]:
-    """(N, k) neighbour rows among the training rows and their distances, never the row itself."""
+    """(N, k) neighbour rows among the training rows and their distances, never the row itself
+    (:func:`pipeline.neighbours.knn`: exact up to ``exact_max_pairs``, an HNSW graph above)."""
     ref = np.flatnonzero(train)
-    k_eff = min(k, max(0, len(ref) - 1)) if len(ref) else 0
-    if k_eff == 0:
+    if len(ref) == 0:
         return np.zeros((z.shape[0], 0), np.int64), np.zeros((z.shape[0], 0))
-    if float(z.shape[0]) * len(ref) > exact_max_pairs:
-        return _ivf_knn(z, ref, k_eff, seed=seed)
-    from sklearn.neighbors import NearestNeighbors
-
-    nn = NearestNeighbors(n_neighbors=k_eff + 1).fit(z[ref])
-    dist, idx = nn.kneighbors(z, n_neighbors=k_eff + 1)
-    idx = ref[idx]
-    own = idx == np.arange(z.shape[0])[:, None]
-    # drop the row itself where it appears, else the farthest of the k + 1
-    drop = np.where(own.any(1), own.argmax(1), k_eff)
-    keep = np.ones_like(own)
-    keep[np.arange(z.shape[0]), drop] = False
-    return idx[keep].reshape(-1, k_eff).astype(np.int64), dist[keep].reshape(-1, k_eff)
-
-
-def _ivf_knn(z: np.ndarray, ref: np.ndarray, k: int, *, seed: int, n_probe: int = 8,
-             cells_per_sqrt: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate kNN by an inverted file: k-means cells over the reference rows; the images of
-    a cell search the reference rows of the ``n_probe`` cells nearest to its centroid (its own
-    included), more cells while that is under 1,024 candidates. Exact within those candidates; a row never finds itself. Seeded (the k-means)."""
-    from sklearn.cluster import KMeans
-
-    z32 = np.ascontiguousarray(z, dtype=np.float32)
-    M = len(ref)
-    n_lists = int(max(8, min(4096, cells_per_sqrt * np.sqrt(M), M // (2 * k + 2))))
-    rng = np.random.default_rng(seed)
-    sample = ref[rng.choice(M, size=min(M, 20 * n_lists), replace=False)]
-    # random init + a few Lloyd steps: k-means++ costs more than the whole search at 450k
-    km = KMeans(n_clusters=n_lists, init="random", n_init=1, max_iter=10, random_state=seed).fit(z32[sample])
-    cent = km.cluster_centers_.astype(np.float32)
-    cn = (cent ** 2).sum(1)
-    cell_of_row = np.empty(z.shape[0], np.int64)
-    for s in range(0, z.shape[0], 65536):
-        cell_of_row[s:s + 65536] = (cn[None, :] - 2 * z32[s:s + 65536] @ cent.T).argmin(1)
-    cell_of_ref = cell_of_row[ref]
-    order_ref = np.argsort(cell_of_ref, kind="stable")
-    bounds = np.searchsorted(cell_of_ref[order_ref], np.arange(n_lists + 1))
-    members = [ref[order_ref[bounds[c]:bounds[c + 1]]] for c in range(n_lists)]     # sorted row ids
-    cc = cn[:, None] - 2 * cent @ cent.T + cn[None, :]
-    probe_order = np.argsort(cc, axis=1, kind="stable")
-    nb = np.empty((z.shape[0], k), np.int64)
-    dist = np.empty((z.shape[0], k), np.float64)
-    zn = (z32 ** 2).sum(1)
-    order_row = np.argsort(cell_of_row, kind="stable")
-    row_bounds = np.searchsorted(cell_of_row[order_row], np.arange(n_lists + 1))
-    for c in range(n_lists):
-        q = order_row[row_bounds[c]:row_bounds[c + 1]]
-        if not len(q):
-            continue
-        p, cand = n_probe, None
-        while True:                                   # widen until there are enough candidates
-            cand = np.sort(np.concatenate([members[j] for j in probe_order[c, :p]]))
-            if len(cand) >= max(k + 1, min(1024, M)) or p >= n_lists:
-                break
-            p *= 2
-        # |q|^2 is the same along a row: left out of the ranking, added back for the k kept
-        d = (-2.0 * z32[q]) @ z32[cand].T
-        d += zn[cand][None, :]
-        pos = np.minimum(np.searchsorted(cand, q), len(cand) - 1)
-        is_self = cand[pos] == q
-        d[np.flatnonzero(is_self), pos[is_self]] = np.inf
-        kk = min(k, len(cand) - 1)
-        part = np.argpartition(d, kk - 1, axis=1)[:, :kk]
-        dd = np.take_along_axis(d, part, 1)
-        order = np.argsort(dd, axis=1, kind="stable")
-        nb[q, :kk] = cand[np.take_along_axis(part, order, 1)]
-        dist[q, :kk] = np.sqrt(np.maximum(np.take_along_axis(dd, order, 1) + zn[q][:, None], 0.0))
-    return nb, dist
+    pos = np.full(z.shape[0], -1, np.int64)
+    pos[ref] = np.arange(len(ref))
+    nb, dist = knn(z[ref], z, k, own=pos, exact_max_pairs=exact_max_pairs)
+    return ref[nb], dist
 
 
 def oos_evidence(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
@@ -243,8 +174,9 @@ def oos_evidence(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
 
     z: (N, D) float; labels: (N,) int in [0, C); train_mask: (N,) bool, the reference rows.
     class_means: (C, D) means over the training rows (Eq. 5), or None to compute them here.
-    Above ``exact_max_pairs`` (N x training rows) the neighbour search is an inverted-file
-    approximation seeded by ``seed``; below it the search is exact and nothing is random.
+    Above ``exact_max_pairs`` (N x training rows) the neighbour search is approximate
+    (:mod:`pipeline.neighbours`, deterministic, so ``seed`` changes nothing today); below it the
+    search is exact.
     """
     z = np.asarray(z, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
@@ -258,7 +190,7 @@ def oos_evidence(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):      # BLAS threads only contend on a shared two-core box
-        nb, dist = _knn(z, train, k, seed=seed, exact_max_pairs=exact_max_pairs)
+        nb, dist = _knn(z, train, k, exact_max_pairs=exact_max_pairs)
     votes = np.zeros((z.shape[0], C))
     if nb.shape[1]:
         np.add.at(votes, (np.repeat(np.arange(z.shape[0]), nb.shape[1]), labels[nb].ravel()), 1.0)
@@ -294,8 +226,8 @@ def scores(z: np.ndarray, labels: np.ndarray, *, train_mask: np.ndarray,
     out-of-sample distributions), ``p_given_oos``, ``knn_disagree``, ``rank`` (1 = worst), and
     cleanlab's ``cleanlab_score`` (label quality, lower = worse), ``cleanlab_rank``,
     ``cleanlab_issue`` computed on ``cleanlab_probs``: "knn" (smoothed leave-one-out vote
-    distribution) or "posterior" (leave-one-out SGM posterior). ``seed`` only matters for large
-    runs, where the neighbour search is approximate (see :func:`oos_evidence`). ``evidence``:
+    distribution) or "posterior" (leave-one-out SGM posterior). Above ``EXACT_MAX_PAIRS`` the
+    neighbour search is approximate (see :func:`oos_evidence`); ``seed`` is passed on to it. ``evidence``:
     reuse an :func:`oos_evidence` result computed with the same arguments.
     """
     labels = np.asarray(labels).astype(np.int64)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-BACKBONES = ("light", "resnet18")
+from .config import BACKBONES
 
 
 class LightNet(nn.Module):

@@ -20,17 +20,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from .config import RunConfig
+from .errors import one_line
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+PROGRESS = "progress.jsonl"       # written through pipeline.progress
 
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
@@ -66,10 +71,12 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
+    """The project's one atomic JSON writer (a temporary name in the same folder, then a rename)."""
     def w(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
+            json.dump(obj, fh, indent=2, sort_keys=sort_keys, default=_json_default)
+            fh.write("\n")
 
     _atomic(path, w)
 
@@ -109,15 +116,8 @@ def load_torch(path: Path, map_location: Any = "cpu") -> Any:
     except FileNotFoundError:
         raise RunError(f"{path}: checkpoint is missing") from None
     except Exception as exc:  # weights_only refusal, truncation, garbage
-        first = _one_line(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 160) or type(exc).__name__
+        first = one_line(exc, 160)
         raise RunError(f"{path}: checkpoint refused or unreadable ({first})") from None
-
-
-def _one_line(exc: BaseException, limit: int = 120) -> str:
-    """An exception's text fit for a one-line RunError: whitespace collapsed, control characters
-    dropped (a damaged file's bytes end up in some library messages), at most ``limit`` characters."""
-    s = "".join(ch if ch.isprintable() else " " for ch in str(exc))
-    return " ".join(s.split())[:limit]
 
 
 def _json_default(o: Any) -> Any:
@@ -210,8 +210,13 @@ class Run:
         return list(self.manifest.get("classes", []))
 
     @property
-    def config(self) -> dict:
-        return self.manifest.get("config", {})
+    def config(self) -> RunConfig:
+        """The run's configuration read back as a :class:`pipeline.config.RunConfig` (fields an older
+        run did not store take today's defaults); a RunError naming the run when it cannot be read."""
+        try:
+            return RunConfig.from_dict(self.manifest.get("config") or {})
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"{self.path}: unreadable config in the manifest ({one_line(exc, 120)})") from None
 
     @property
     def artifacts(self) -> dict:
@@ -233,7 +238,7 @@ class Run:
         try:
             arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
         except Exception as exc:
-            raise RunError(f"{p}: unreadable array ({type(exc).__name__}: {_one_line(exc)})") from None
+            raise RunError(f"{p}: unreadable array ({type(exc).__name__}: {one_line(exc, 120)})") from None
         want = self.artifacts[name].get("shape")
         if want is not None and list(arr.shape) != list(want):
             raise RunError(f"{p}: shape {list(arr.shape)} but {MANIFEST} says {want}")
@@ -244,7 +249,7 @@ class Run:
         try:
             df = pd.read_parquet(p)
         except Exception as exc:
-            raise RunError(f"{p}: unreadable table ({type(exc).__name__}: {_one_line(exc)})") from None
+            raise RunError(f"{p}: unreadable table ({type(exc).__name__}: {one_line(exc, 120)})") from None
         want = self.artifacts[name].get("rows")
         if want is not None and len(df) != want:
             raise RunError(f"{p}: {len(df)} rows but {MANIFEST} says {want}")
@@ -270,7 +275,7 @@ class Run:
         return self.json("metrics.json") if self.has("metrics.json") else {}
 
     def progress(self) -> list[dict]:
-        return read_jsonl(self.path / "progress.jsonl")
+        return read_jsonl(self.path / PROGRESS)
 
     # -- writing -----------------------------------------------------------------------------
     def put_array(self, name: str, arr: np.ndarray) -> None:
@@ -347,6 +352,28 @@ def create_run(path: Path, *, config: dict, classes: list[str], overwrite_compat
     return run
 
 
+def slug(text: str, n: int = 24) -> str:
+    """A file-name-safe lower-case short form of ``text`` (a data spec's last path component)."""
+    s = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(text).split(":", 1)[-1] or str(text)).name or str(text)).strip("-")
+    return (s or "data")[:n].lower()
+
+
+def new_run_dir(root: Path, cfg: RunConfig) -> Path:
+    """A new run folder under ``root`` named after the config: time, source kind, data, loss, backbone
+    (``-2``, ``-3``, ... when the name is taken)."""
+    spec = cfg.data.spec
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(spec.split(':', 1)[0] or 'data', 12)}"
+    if ":" in spec:
+        base += f"-{slug(spec)}"
+    base += f"-{cfg.loss.name}-{cfg.model.backbone}"
+    p = Path(root) / base
+    i = 2
+    while p.exists():
+        p = Path(root) / f"{base}-{i}"
+        i += 1
+    return p
+
+
 def open_run(path: Path, *, require_complete: bool = True, check_files: bool = True) -> Run:
     """Open and validate a run directory. Raises :class:`RunError` naming the first problem."""
     path = Path(path)
@@ -403,7 +430,3 @@ def list_runs(root: Path) -> list[tuple[Path, Run | None, str]]:
             out.append((p, None, str(exc)))
     out.sort(key=lambda t: (t[1].manifest.get("updated", 0) if t[1] else 0, t[0].stat().st_mtime), reverse=True)
     return out
-
-
-def iter_artifacts(run: Run) -> Iterable[str]:
-    return sorted(run.artifacts)

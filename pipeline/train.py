@@ -1,4 +1,5 @@
 """Algorithm 1 (SGM training) and the DGMS level loop of Algorithm 2, writing a run directory.
+(Augmentation: :mod:`pipeline.augment`; one step: :mod:`pipeline.step`; torchrun: :mod:`pipeline.distributed`.)
 
 The whole image tensor (N, S, S) uint8 lives on the training device; class-balanced batches are
 indexed out of it and augmented there (flip, shift, small rotation, brightness/contrast, random
@@ -16,68 +17,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from . import metrics as M
-from .config import RunConfig
-from .embed import backbone_features, embed_images, pick_device, to_input
-from .hierarchy import FEATURES, resolve_features
-from .losses import sgm_loss, softmax_loss, triplet_loss
+from .augment import step_generator
+from .config import ConfigError, RunConfig
+from .distributed import NullRun, distributed, embed_sharded
+from .errors import one_line
+from .embed import backbone_features, embed_images, pick_device
+from .hierarchy import resolve_features
 from .models import build_model
-from .runs import (STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, Run, RunError,
-                   append_jsonl, create_run, load_torch, open_run, save_torch)
+from .progress import Event
+from .progress import write as write_event
+from .runs import (MANIFEST, PROGRESS, STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, Run,
+                   RunError, create_run, load_torch, open_run, save_torch)
 from .sampling import ClassBalancedSampler
+from .step import cosine_lr, make_step
 from .sources import Dataset, DataError, load_source
+from .sources.base import match_classes
 
 
 class TrainingError(Exception):
     """Training stopped (NaN loss, bad configuration). One-line message."""
 
 
-# ----------------------------------------------------------------------------- augmentation
-def augment(x: torch.Tensor, gen: torch.Generator, *, max_rot_deg: float = 10.0, max_shift: float = 0.1,
-            erase_p: float = 0.25) -> torch.Tensor:
-    """x: (B, 1, S, S) float in [0, 1] on any device; random numbers come from a CPU generator."""
-    B = x.shape[0]
-    dev = x.device
-    r = torch.rand((B, 9), generator=gen).to(dev)
-    flip = torch.where(r[:, 0] < 0.5, -1.0, 1.0)
-    ang = (r[:, 1] * 2 - 1) * math.radians(max_rot_deg)
-    tx, ty = (r[:, 2] * 2 - 1) * max_shift, (r[:, 3] * 2 - 1) * max_shift
-    cos, sin = torch.cos(ang), torch.sin(ang)
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    contrast = 0.8 + 0.4 * r[:, 4]
-    bright = (r[:, 5] - 0.5) * 0.2
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x - mean) * contrast.view(B, 1, 1, 1) + mean + bright.view(B, 1, 1, 1)).clamp_(0, 1)
-    # random erasing: a rectangle of 4-16% of the area, filled with its image's mean
-    S = x.shape[-1]
-    e = torch.rand((B, 5), generator=gen).to(dev)
-    do = e[:, 0] < erase_p
-    area = 0.04 + 0.12 * e[:, 1]
-    aspect = 0.5 + e[:, 2]
-    h = (torch.sqrt(area * aspect) * S).clamp(1, S)
-    w = (torch.sqrt(area / aspect) * S).clamp(1, S)
-    y0 = e[:, 3] * (S - h)
-    x0 = e[:, 4] * (S - w)
-    ar = torch.arange(S, device=dev, dtype=x.dtype)
-    my = (ar[None, :] >= y0[:, None]) & (ar[None, :] < (y0 + h)[:, None])
-    mx = (ar[None, :] >= x0[:, None]) & (ar[None, :] < (x0 + w)[:, None])
-    mask = (my[:, :, None] & mx[:, None, :] & do[:, None, None]).unsqueeze(1)
-    return torch.where(mask, mean.expand_as(x), x)
-
-
 # ----------------------------------------------------------------------------- helpers
-def _gen(*keys: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> 1))
-    return g
-
-
 @contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM (the explorer's cancel) behaves like Ctrl-C: the run is left resumable."""
@@ -99,56 +63,6 @@ def _sigterm_as_interrupt():
 def _say(msg: str, quiet: bool) -> None:
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
-
-
-class _NullRun:
-    """What ranks other than 0 hold instead of a run: they read checkpoints, they write nothing."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.manifest: dict = {}
-
-    def __getattr__(self, name):
-        if name in ("put_array", "put_table", "put_json", "register", "save_manifest"):
-            return lambda *a, **k: None
-        raise AttributeError(name)
-
-    def has(self, name: str) -> bool:
-        return False
-
-
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) under torchrun; (0, 1, 0) otherwise."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def embed_sharded(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, device, bf16: bool = True) -> np.ndarray:
-    """embed_images, split across the ranks of a torchrun job (each embeds rows rank::world) and
-    gathered on every rank; a plain call outside torchrun."""
-    rank, world, _ = _distributed()
-    if world == 1:
-        return embed_images(model, images, device=device, bf16=bf16)
-    import torch.distributed as dist
-
-    part = embed_images(model, images[rank::world], device=device, bf16=bf16)
-    parts: list = [None] * world
-    dist.all_gather_object(parts, part)
-    out = np.empty((len(images), parts[0].shape[1]), np.float32)
-    for r in range(world):
-        out[r::world] = parts[r]
-    return out
 
 
 def soft_targets(ds: Dataset) -> np.ndarray | None:
@@ -175,23 +89,13 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
     def _validate(self) -> None:
         c = self.cfg
-        if c.loss.name not in ("sgm", "triplet", "softmax"):
-            raise TrainingError(f"unknown loss {c.loss.name!r}; choose sgm, triplet or softmax")
-        if c.train.epochs < 1:
-            raise TrainingError("epochs must be at least 1")
-        if c.hierarchy.levels < 1:
-            raise TrainingError("levels must be at least 1")
-        world = _distributed()[1]
+        try:
+            c.validate()
+        except ConfigError as exc:
+            raise TrainingError(str(exc)) from None
+        world = distributed()[1]
         if world > 1 and c.train.per_class % world:
             raise TrainingError(f"--per-class {c.train.per_class} must be a multiple of the {world} processes")
-        if c.hierarchy.levels > 1 and c.loss.name == "softmax":
-            raise TrainingError("--levels > 1 (Algorithm 2) needs a metric loss: sgm or triplet")
-        if c.hierarchy.features not in ("auto",) + FEATURES:
-            raise TrainingError(f"sub-class features must be auto, {' or '.join(FEATURES)}, not {c.hierarchy.features!r}")
-        if c.loss.sigma <= 0 or not math.isfinite(c.loss.sigma):
-            raise TrainingError(f"sigma must be a positive number, not {c.loss.sigma}")
-        if not math.isfinite(c.train.lr) or c.train.lr <= 0:
-            raise TrainingError(f"learning rate must be a positive number, not {c.train.lr}")
 
     def _open_run(self) -> Run:
         cfgd = self.cfg.to_dict()
@@ -202,7 +106,7 @@ class Trainer:
                 raise RunError(f"cannot resume: {exc}") from None
             if run.status == STATUS_COMPLETE:
                 raise RunError(f"{self.out}: run is already complete; nothing to resume")
-            if run.config != cfgd:
+            if run.manifest.get("config") != cfgd:
                 raise RunError(f"{self.out}: holds a run with a different configuration; resume with the same options")
             return run
         return create_run(self.out, config=cfgd, classes=self.ds.classes)
@@ -234,15 +138,15 @@ class Trainer:
         if missing:
             _say(f"warning: class(es) with no training images are left out of training: {', '.join(missing)}", self.quiet)
 
-        self.rank, self.world, local = _distributed()
+        self.rank, self.world, local = distributed()
         self.main = self.rank == 0
         if self.main:
             run = self._open_run()
         else:
-            run = _NullRun(self.out)
+            run = NullRun(self.out)
             self.quiet, self.progress_bar = True, False
         self.runobj = run
-        progress = run.path / "progress.jsonl"
+        progress = run.path / PROGRESS
         if self.world > 1 and cfg.train.device in ("auto", "cuda") and torch.cuda.is_available():
             dev = torch.device(f"cuda:{local}")
         else:
@@ -262,31 +166,31 @@ class Trainer:
                 if cfg.train.crossfit >= 2 and self.main:
                     crossfit(run, ds, cfg, quiet=self.quiet, progress_bar=self.progress_bar)
         except KeyboardInterrupt:
-            self._event(progress, {"event": "error", "time": time.time(), "message": "interrupted"})
+            self._event(progress, Event("error", time.time(), message="interrupted"))
             run.save_manifest(status=STATUS_INTERRUPTED,
                               message="interrupted; resume with `python -m pipeline train ... --resume`")
             raise
         except TrainingError as exc:
-            self._event(progress, {"event": "error", "time": time.time(), "message": str(exc)})
+            self._event(progress, Event("error", time.time(), message=str(exc)))
             run.save_manifest(status=STATUS_FAILED, message=str(exc))
             raise
         except Exception as exc:
             # an unreadable checkpoint on --resume, a full disk, a bug: say so in the run instead of
             # leaving it "running" with nothing running
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            msg = one_line(exc, 300)
             try:
-                self._event(progress, {"event": "error", "time": time.time(), "message": msg})
+                self._event(progress, Event("error", time.time(), message=msg))
                 run.save_manifest(status=STATUS_FAILED, message=msg)
             except Exception:
                 pass
             raise
         run.save_manifest(status=STATUS_COMPLETE, wall_s=round(time.time() - t0, 2), message="")
-        self._event(progress, {"event": "done", "time": time.time(), "wall_s": round(time.time() - t0, 2)})
+        self._event(progress, Event("done", time.time(), wall_s=round(time.time() - t0, 2)))
         return run
 
-    def _event(self, progress: Path, event: dict) -> None:
+    def _event(self, progress: Path, event: Event) -> None:
         if self.main:
-            append_jsonl(progress, event)
+            write_event(progress, event)
 
     def _save(self, path: Path, obj) -> None:
         if self.main:
@@ -335,7 +239,7 @@ class Trainer:
         val_rows = ds.split_index("val")
 
         steps_cfg = cfg.train.steps_per_epoch
-        step_fn = self._make_step(model, opt, ds.num_classes, dev, net=net)
+        step_fn = make_step(model, opt, cfg, ds.num_classes, dev, net=net, world=self.world)
         bar = None
         reported_small = False
         for epoch in range(start_epoch, total_epochs):
@@ -354,8 +258,8 @@ class Trainer:
                 cur_labels = split_classes(split_on, y_all, n_components=level + 1, fit_mask=is_train,
                                            min_per_subclass=cfg.hierarchy.min_per_subclass, seed=cfg.train.seed + level,
                                            covariance_type=cov)
-                self._event(progress, {"event": "level", "level": level + 1, "time": time.time(),
-                                        "subclasses": int(cur_labels.max() + 1)})
+                self._event(progress, Event("level", time.time(), level=level + 1,
+                                            subclasses=int(cur_labels.max() + 1)))
                 _say(f"level {level + 1}/{L}: {int(cur_labels.max() + 1)} sub-classes", self.quiet)
             groups = cur_labels[train_rows]
             n_groups = len(np.unique(groups))
@@ -370,7 +274,6 @@ class Trainer:
                 from tqdm import tqdm
                 bar = tqdm(total=(total_epochs - start_epoch) * steps, unit="step", dynamic_ncols=True,
                            desc="train", file=sys.stderr, mininterval=0.5)
-            lr_at = lambda s, e=epoch: cfg.train.lr * 0.5 * (1 + math.cos(math.pi * (((e % E) * steps + s) / (E * steps))))  # noqa: E731
             batches = sampler.epoch(epoch, steps)
             model.train()
             t_ep = time.time()
@@ -380,11 +283,11 @@ class Trainer:
                     # every rank draws the same global batch and keeps its share of each class block
                     rows_np = rows_np.reshape(-1, per)[:, self.rank::self.world].reshape(-1)
                 for g in opt.param_groups:
-                    g["lr"] = lr_at(s)
+                    g["lr"] = cosine_lr(cfg.train.lr, epoch, s, E, steps)
                 rows = torch.from_numpy(train_rows[rows_np]).to(dev)
                 lab = torch.from_numpy(cur_labels[train_rows[rows_np]]).to(dev)
                 tgt = targets[rows] if (targets is not None and level == 0) else None
-                gen = _gen(cfg.train.seed, epoch, s) if self.world == 1 else _gen(cfg.train.seed, epoch, s, self.rank)
+                gen = step_generator(cfg.train.seed, epoch, s) if self.world == 1 else step_generator(cfg.train.seed, epoch, s, self.rank)
                 terms = step_fn(images[rows], lab, tgt, gen)
                 if not math.isfinite(terms["loss"]):
                     raise TrainingError(f"loss became NaN/inf at epoch {epoch + 1} step {s + 1}; "
@@ -399,11 +302,10 @@ class Trainer:
                     el = time.time() - t_ep
                     ips = (s + 1) * sampler.batch_size / max(el, 1e-9)
                     remaining = (steps - s - 1) + (total_epochs - epoch - 1) * steps
-                    self._event(progress, {"event": "step", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
-                                            "step": s + 1, "steps": steps, "loss": terms["loss"],
-                                            "terms": terms, "images_per_s": round(ips, 1),
-                                            "eta_s": round(remaining * sampler.batch_size / max(ips, 1e-9), 1),
-                                            "time": time.time()})
+                    self._event(progress, Event("step", time.time(), epoch=epoch + 1, epochs=total_epochs,
+                                                level=level + 1, step=s + 1, steps=steps, loss=terms["loss"],
+                                                terms=terms, images_per_s=round(ips, 1),
+                                                eta_s=round(remaining * sampler.batch_size / max(ips, 1e-9), 1)))
             mean_terms = {k: v / steps for k, v in sums.items()}
             score = self._val_score(model, images, y_all, train_rows, val_rows, ds.num_classes, dev)
             is_best = score >= best
@@ -420,58 +322,15 @@ class Trainer:
             if (ckdir / "best.pt").exists():
                 run.register("checkpoints/best.pt")
             ips = steps * sampler.batch_size / max(time.time() - t_ep, 1e-9)
-            self._event(progress, {"event": "epoch", "epoch": epoch + 1, "epochs": total_epochs, "level": level + 1,
-                                    "loss": mean_terms.get("loss"), "terms": mean_terms, "val_score": score,
-                                    "images_per_s": round(ips, 1), "best": is_best,
-                                    "eta_s": round((total_epochs - epoch - 1) * steps * sampler.batch_size / max(ips, 1e-9), 1),
-                                    "time": time.time()})
+            self._event(progress, Event("epoch", time.time(), epoch=epoch + 1, epochs=total_epochs, level=level + 1,
+                                        loss=mean_terms.get("loss"), terms=mean_terms, val_score=score,
+                                        images_per_s=round(ips, 1), best=is_best,
+                                        eta_s=round((total_epochs - epoch - 1) * steps * sampler.batch_size / max(ips, 1e-9), 1)))
             run.save_manifest()
         if bar is not None:
             bar.close()
         self.model = model
         self.labels_final = cur_labels
-
-    def _make_step(self, model, opt, num_classes: int, dev: torch.device, net=None):
-        cfg = self.cfg
-        use_amp = cfg.train.bf16 and dev.type == "cuda"
-        net = model if net is None else net
-        world = self.world
-        fwd = torch.compile(net) if (cfg.train.compile and dev.type == "cuda") else net
-
-        def step(xb_u8: torch.Tensor, lab: torch.Tensor, tgt: torch.Tensor | None, gen: torch.Generator) -> dict:
-            x = to_input(xb_u8)
-            if cfg.train.augment:
-                x = augment(x, gen)
-            if dev.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                z = fwd(x)
-                if cfg.loss.name == "softmax":
-                    logits = model.classifier(z)
-            scale = 1.0
-            if world > 1 and cfg.loss.name in ("sgm", "triplet"):
-                # the metric losses see the whole global batch (class means over every rank's share);
-                # DDP averages gradients over ranks, so scale by the world size to keep their sum
-                from torch.distributed.nn.functional import all_gather
-                z = torch.cat(all_gather(z.float().contiguous()))
-                lab = torch.cat(all_gather(lab.contiguous()))
-                if tgt is not None:
-                    tgt = torch.cat(all_gather(tgt.contiguous()))
-                scale = float(world)
-            if cfg.loss.name == "sgm":
-                terms = sgm_loss(z, lab, num_classes=num_classes, sigma=cfg.loss.sigma,
-                                 norm_lambda=cfg.loss.norm_lambda, targets=tgt)
-            elif cfg.loss.name == "triplet":
-                terms = triplet_loss(z, lab, triplets=cfg.loss.triplets, margin=cfg.loss.margin, generator=gen)
-            else:
-                terms = softmax_loss(logits, lab, targets=tgt)
-            opt.zero_grad(set_to_none=True)
-            if torch.isfinite(terms["loss"]):
-                (terms["loss"] * scale).backward()
-                opt.step()
-            return {k: float(v.detach()) for k, v in terms.items()}
-
-        return step
 
     @torch.no_grad()
     def _val_score(self, model, images, y_all, train_rows, val_rows, C: int, dev) -> float:
@@ -540,7 +399,7 @@ def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progr
         try:
             fr = open_run(out)                      # already done (a resumed run)
         except RunError:
-            resume = (out / "manifest.json").exists()
+            resume = (out / MANIFEST).exists()
             fr = Trainer(fold_cfg, out, resume=resume, quiet=True, progress_bar=progress_bar, dataset=sub).run()
         z = np.asarray(fr.embeddings())
         mu = np.asarray(fr.array("class_means.npy"))
@@ -562,7 +421,7 @@ def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig,
     """Embed every image; write items.parquet, images.npy, embeddings.npy, features.npy, class_means.npy and
     metrics.json into ``run`` (not the manifest's status: the caller does that)."""
     z = embed_sharded(model, ds.images, device=dev, bf16=cfg.train.bf16)
-    if isinstance(run, _NullRun):
+    if isinstance(run, NullRun):
         return {}
     if not np.isfinite(z).all():
         raise TrainingError("embeddings hold NaN or inf; the model diverged")
@@ -617,12 +476,13 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
              data_roots: tuple[str, ...] = ()) -> dict:
     """Recompute the protocol from a run's stored embeddings, or (``data_spec``) embed another data
     source with the run's model and score it against the run's training embeddings, classes matched
-    by name. Stores the result in metrics.json and returns it."""
+    by name or FER+ synonym (:func:`pipeline.sources.base.match_classes`; the result says which
+    matched and which were left out). Stores the result in metrics.json and returns it."""
     from .embed import load_embedder
     from .config import DataConfig
 
     run = open_run(run_path)
-    cfg = RunConfig.from_dict(run.config)
+    cfg = run.config
     items = run.items()
     z = np.asarray(run.embeddings())
     y = items["label"].to_numpy()
@@ -642,8 +502,8 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
         dcfg = DataConfig(spec=data_spec, image_size=cfg.data.image_size, on_bad_image=cfg.data.on_bad_image,
                           data_roots=tuple(data_roots))
         other = load_source(data_spec, dcfg)
-        name_to_run = {n.lower(): i for i, n in enumerate(run.classes)}
-        mapped = np.array([name_to_run.get(str(n).lower(), -1) for n in other.table["label_name"]])
+        match = match_classes(run.classes, other.classes)
+        mapped = np.array([match.index.get(str(n), -1) for n in other.table["label_name"]])
         keep = mapped >= 0
         if not keep.any():
             raise DataError(f"{data_spec}: none of its classes ({', '.join(other.classes)}) match the run's ({', '.join(run.classes)})")
@@ -658,6 +518,8 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
                                seed=cfg.train.seed)
         res["classes_matched"] = [run.classes[c] for c in shared]
         res["images_unmatched"] = int((~keep).sum())
+        res["class_match"] = match.matched(run.classes)      # its folder/label name -> the run's class
+        res["classes_left_out"] = match.left_out
         out = {f"cross:{data_spec}": res}
     metrics = run.metrics()
     metrics.update(out)

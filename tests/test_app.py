@@ -18,6 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer import jobs
+from pipeline.config import RunConfig
 from explorer.review import ReviewStore
 from explorer_fixtures import fake_run, pipeline_run_dir, runs_root  # noqa: F401  (fixtures)
 
@@ -212,7 +213,9 @@ def test_train_start_and_cancel(runs_root):
     ok(at)
     job = jobs.current(runs_root)
     assert job is not None and job.active and job.kind == "train"
-    assert "--data synthetic:600" in jobs.command_line(job) and "--epochs 1" in jobs.command_line(job)
+    argv = job.steps[0]
+    cfg = RunConfig.load(argv[argv.index("--config") + 1])   # the form trains with a saved config
+    assert cfg.data.spec == "synthetic:600" and cfg.train.epochs == 1 and cfg.loss.name == "sgm"
     assert any(b.key == "cancel_f" for b in at.button)
     at.button(key="cancel_f").click().run()
     assert not at.exception

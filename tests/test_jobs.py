@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from explorer import jobs
-from explorer.jobs import JobError, TrainRequest
+from explorer.jobs import JobError
 
 
 def py(code: str) -> list[str]:
@@ -114,53 +114,6 @@ def test_a_dead_runner_without_exit_file_is_failed(tmp_path):
     (root / ".explorer" / "job.json").write_text(json.dumps(d))
     (root / ".explorer" / "jobs" / f"{job.id}.exit").unlink()
     assert jobs.current(root).state == "failed"
-
-
-def test_train_request_argv_and_run_dir_names(tmp_path):
-    req = TrainRequest(spec="ferplus:/data/fer", loss="triplet", backbone="resnet18", epochs=3, levels=2,
-                       data_roots=("/data",))
-    argv = req.train_argv(tmp_path / "out")
-    assert argv[:3] == [sys.executable, "-m", "pipeline"]
-    s = " ".join(argv)
-    assert "--data ferplus:/data/fer" in s and "--loss triplet" in s and "--epochs 3" in s
-    assert "--levels 2" in s and "--data-root /data" in s and "--no-progress-bar" in s
-    assert "--epochs" not in " ".join(TrainRequest().train_argv(tmp_path / "o"))
-    assert "--backbone" not in TrainRequest(backbone="auto").train_argv(tmp_path / "o")
-    d = jobs.new_run_dir(tmp_path, req)
-    assert d.parent == tmp_path and "ferplus" in d.name and "fer" in d.name and d.name.endswith("triplet-resnet18")
-    for bad in (TrainRequest(loss="mse"), TrainRequest(backbone="vgg"), TrainRequest(levels=0),
-                TrainRequest(spec="a\nb")):
-        with pytest.raises(JobError):
-            bad.validate()
-
-
-def test_summarize_progress_eta():
-    now = 1000.0
-    ev = [{"event": "start", "time": 900.0, "steps": 100},
-          {"event": "step", "step": 10, "steps": 100, "loss": 0.5, "time": 910.0},
-          {"event": "step", "step": 30, "steps": 100, "loss": 0.3, "time": 930.0}]
-    p = jobs.summarize_progress(ev, now=now)
-    assert p.fraction == pytest.approx(0.3)
-    # 1 s per step from the step events, 70 steps left, 70 s since the last event
-    assert p.eta_s == pytest.approx(0.0)
-    p = jobs.summarize_progress(ev, now=940.0)
-    assert p.eta_s == pytest.approx(60.0)
-    ev.append({"event": "epoch", "epoch": 1, "step": 50, "steps": 100, "eta_s": 40.0, "time": 950.0, "loss": 0.2})
-    p = jobs.summarize_progress(ev, now=955.0)
-    assert p.eta_s == pytest.approx(35.0) and p.epoch == 1 and p.loss == 0.2
-    assert [s for s, _ in p.losses] == [10, 30]  # step events only
-    ev.append({"event": "done", "time": 999.0})
-    # the trainer's form: step and steps within an epoch, plus epoch / epochs
-    tr = [{"event": "step", "epoch": 2, "epochs": 4, "step": 5, "steps": 10, "loss": 0.4, "time": 10.0, "eta_s": 30.0},
-          {"event": "epoch", "epoch": 2, "epochs": 4, "loss": 0.35, "time": 12.0, "eta_s": 20.0}]
-    p = jobs.summarize_progress(tr[:1], now=10.0)
-    assert p.fraction == pytest.approx(15 / 40) and p.epochs == 4 and p.losses == [(15, 0.4)]
-    assert jobs.summarize_progress(tr, now=12.0).fraction == pytest.approx(0.5)
-    assert jobs.summarize_progress(ev, now=now).fraction == 1.0
-    empty = jobs.summarize_progress([], now=now)
-    assert empty.fraction is None and empty.eta_s is None
-    assert jobs.format_eta(None) == "estimating…"
-    assert jobs.format_eta(75) == "1 min 15 s" and jobs.format_eta(3 * 3600 + 120) == "3 h 02 min"
 
 
 def test_log_tail_folds_carriage_returns(tmp_path):

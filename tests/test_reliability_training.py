@@ -100,8 +100,7 @@ if spec:
                 die()
             return real_append(path, event)
 
-        R.append_jsonl = append
-        T.append_jsonl = append
+        R.append_jsonl = append       # pipeline.progress.write calls runs.append_jsonl
 
 from pipeline.cli import main
 sys.argv = ["pipeline"] + sys.argv[1:]

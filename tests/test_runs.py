@@ -23,7 +23,7 @@ def test_array_round_trip_is_exact(tmp_path_factory, arr):
 
 
 def test_table_and_json_round_trip(tmp_path):
-    run = create_run(tmp_path / "r", config={"seed": 3}, classes=["a", "b"])
+    run = create_run(tmp_path / "r", config={"train": {"seed": 3}}, classes=["a", "b"])
     df = pd.DataFrame({"id": ["é", "b c", "<img src=x>"], "label": [0, 1, 0], "score": [0.5, np.nan, 1e-9]})
     run.put_table("items.parquet", df)
     run.put_json("metrics.json", {"test": {"knn_accuracy": 0.25}})
@@ -31,7 +31,8 @@ def test_table_and_json_round_trip(tmp_path):
     r = open_run(tmp_path / "r")
     pd.testing.assert_frame_equal(r.items(), df)
     assert r.metrics() == {"test": {"knn_accuracy": 0.25}}
-    assert r.manifest["schema_version"] == SCHEMA_VERSION and r.config == {"seed": 3}
+    assert r.manifest["schema_version"] == SCHEMA_VERSION and r.config.train.seed == 3
+    assert r.manifest["config"] == {"train": {"seed": 3}}   # stored as given; read back as a RunConfig
 
 
 def _complete(tmp_path):

@@ -900,3 +900,20 @@ def test_subject_split_is_disjoint_and_never_empty(subjects):
 def test_hash_split_fraction_is_about_80_20():
     sp = hash_split([f"img_{i}.png" for i in range(5000)])
     assert 0.18 < sp.count("test") / 5000 < 0.22
+
+
+def test_class_names_match_by_fer_synonyms_and_the_rest_is_reported():
+    from pipeline.sources.base import canonical_class, match_classes
+
+    other = ["happy", "SAD", "Angry", "surprised", "disgusted", "fearful", "neutral", "contemptuous", "calm"]
+    m = match_classes(FERPLUS_CLASSES, other)
+    assert m.matched(FERPLUS_CLASSES) == {
+        "happy": "happiness", "SAD": "sadness", "Angry": "anger", "surprised": "surprise", "disgusted": "disgust",
+        "fearful": "fear", "neutral": "neutral", "contemptuous": "contempt"}
+    assert m.left_out == ["calm"]
+    # the other way round: a run trained on a folder set's spellings evaluated on FER+ names
+    assert match_classes(["angry", "happy"], FERPLUS_CLASSES).matched(["angry", "happy"]) == {
+        "happiness": "happy", "anger": "angry"}
+    # an exact name wins over a synonym; unknown names are kept as they are
+    assert match_classes(["happy", "happiness"], ["happy"]).index == {"happy": 0}
+    assert canonical_class(" Fear-ful ") == "fear" and canonical_class("Calm") == "calm"

@@ -140,14 +140,17 @@ def test_evaluate_recomputes_and_cross_domain_matches_classes_by_name(tiny_run, 
     from PIL import Image
     items = tiny_run.items()
     imgs = np.asarray(tiny_run.images())
-    for cls in ("happiness", "surprise"):
-        d = tmp_path / "other" / cls
+    # the usual spellings of the FER+ classes match (happy, Surprised, fearful); calm matches none
+    for folder, cls in (("happy", "happiness"), ("Surprised", "surprise"), ("fearful", "fear"), ("calm", "neutral")):
+        d = tmp_path / "other" / folder
         d.mkdir(parents=True)
         for i in np.flatnonzero(items["label_name"].to_numpy() == cls)[:6]:
             Image.fromarray(imgs[i]).save(d / f"{i}.png")
     res = evaluate(tiny_run.path, data_spec=f"folder:{tmp_path / 'other'}", device="cpu")
     key = f"cross:folder:{tmp_path / 'other'}"
-    assert res[key]["classes_matched"] == ["happiness", "surprise"] and res[key]["n"] == 12
+    assert res[key]["classes_matched"] == ["happiness", "surprise", "fear"] and res[key]["n"] == 18
+    assert res[key]["class_match"] == {"Surprised": "surprise", "fearful": "fear", "happy": "happiness"}
+    assert res[key]["classes_left_out"] == ["calm"] and res[key]["images_unmatched"] == 6
     assert key in json.loads((tiny_run.path / "metrics.json").read_text())
 
 

@@ -1,7 +1,6 @@
 """Mislabels: the ranked candidates with keep / flag / propose a label, filters, progress through
 the queue, and the export of flagged images (CSV and a Label Studio import file)."""
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from explorer import data, review, settings, widgets

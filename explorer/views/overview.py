@@ -19,11 +19,11 @@ dinfo = manifest.get("data") or {}
 c = st.columns(5)
 c[0].metric("Images", f"{len(items):,}")
 c[1].metric("Classes", len(run.classes))
-c[2].metric("Loss", str((cfg.get("loss") or {}).get("name", "?")).upper())
-c[3].metric("Backbone", str((cfg.get("model") or {}).get("backbone", "?")))
+c[2].metric("Loss", cfg.loss.name.upper())
+c[3].metric("Backbone", cfg.model.backbone)
 wall = manifest.get("wall_s")
 c[4].metric("Training time", f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else "?")
-st.caption(md(f"Data: {dinfo.get('spec', (cfg.get('data') or {}).get('spec', '?'))} · device {manifest.get('device', '?')}"
+st.caption(md(f"Data: {dinfo.get('spec', cfg.data.spec)} · device {manifest.get('device', '?')}"
               + (f" · {dinfo.get('skipped')} images skipped" if dinfo.get("skipped") else "")))
 
 left, right = st.columns(2)

@@ -7,6 +7,7 @@ import streamlit as st
 
 from explorer import data, settings, widgets
 from explorer.widgets import State, md, run_guard
+from pipeline.errors import one_line
 
 path = widgets.current_run()
 
@@ -73,7 +74,7 @@ else:
             try:
                 result = idx.similar(blob, k=k)
             except Exception as exc:  # DataError from decoding, or the model refused
-                st.error(md(f"{up.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
+                st.error(md(f"{up.name}: {one_line(exc)}"))
                 st.stop()
         from pipeline.similar import to_image
 

@@ -2,7 +2,7 @@
 the job panel reruns the app when the build is done, and the demo opens."""
 import streamlit as st
 
-from explorer import jobs, settings, widgets
+from explorer import jobs, settings, train_form, widgets
 
 st.title("Subclass Explorer")
 root = settings.runs_root()
@@ -19,7 +19,7 @@ else:
     widgets.job_panel(compact=False)
     if st.button("Build the demo", type="primary", icon=":material/play_arrow:"):
         try:
-            jobs.start_demo(root, spec=settings.demo_spec(), epochs=settings.demo_epochs(), name=settings.DEMO_NAME)
+            train_form.start_demo(root, spec=settings.demo_spec(), epochs=settings.demo_epochs(), name=settings.DEMO_NAME)
         except (jobs.JobError, OSError) as exc:
             st.error(widgets.md(str(exc)))
         else:

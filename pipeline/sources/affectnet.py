@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import one_line
 from .base import FERPLUS_CLASSES, MAX_IMAGE_PIXELS, DataError, Dataset, check_under_roots, decode_image, safe_join
 from .folder import build_dataset, decode_many, hash_split, open_file
 
@@ -38,7 +39,7 @@ def _read(path: Path) -> tuple[pd.DataFrame, int]:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else ""
+        msg = one_line(exc, empty="")
         raise DataError(f"{path}: cannot read CSV ({type(exc).__name__}: {msg})") from None
     first = [str(c).strip() for c in df.iloc[0]] if len(df) else []
     if "subDirectory_filePath" in first or "expression" in first:

@@ -25,6 +25,54 @@ import pandas as pd
 
 FERPLUS_CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 
+# The usual spellings of the FER+ classes in other data sets' folder and label names (FER2013's
+# Kaggle folders, RAF-DB, CK+, KDEF, AffectNet's exports): happy, sad, angry, surprised, disgusted, fearful.
+CLASS_SYNONYMS = {
+    "neutral": ("neutral", "neutrality", "neu"),
+    "happiness": ("happiness", "happy", "joy", "joyful", "hap"),
+    "surprise": ("surprise", "surprised", "sur"),
+    "sadness": ("sadness", "sad"),
+    "anger": ("anger", "angry", "ang"),
+    "disgust": ("disgust", "disgusted", "dis"),
+    "fear": ("fear", "fearful", "afraid", "scared", "fea"),
+    "contempt": ("contempt", "contemptuous", "con"),
+}
+_CANONICAL = {syn: name for name, syns in CLASS_SYNONYMS.items() for syn in syns}
+
+
+def canonical_class(name: str) -> str:
+    """A class name in FER+ spelling when it is one of :data:`CLASS_SYNONYMS` (case, spaces, ``-``
+    and ``_`` ignored), else the name lower-cased and stripped."""
+    key = "".join(ch for ch in str(name).strip().lower() if ch.isalnum())
+    return _CANONICAL.get(key, str(name).strip().lower())
+
+
+@dataclass(frozen=True)
+class ClassMatch:
+    """How another data set's classes map onto a run's (by name, then by FER+ synonym)."""
+    index: dict[str, int]          # other class name -> run class index
+    left_out: list[str]            # other class names that match no run class
+
+    def matched(self, run_classes: Sequence[str]) -> dict[str, str]:
+        return {name: run_classes[i] for name, i in self.index.items()}
+
+
+def match_classes(run_classes: Sequence[str], other_classes: Sequence[str]) -> ClassMatch:
+    """Map ``other_classes`` onto ``run_classes``: the same name (case ignored) first, else the same
+    FER+ class through :data:`CLASS_SYNONYMS` ("happy" -> "happiness", and the other way round)."""
+    exact = {str(n).strip().lower(): i for i, n in enumerate(run_classes)}
+    canon: dict[str, int] = {}
+    for i, n in enumerate(run_classes):
+        canon.setdefault(canonical_class(n), i)
+    index, left = {}, []
+    for n in other_classes:
+        i = exact.get(str(n).strip().lower(), canon.get(canonical_class(n)))
+        if i is None:
+            left.append(str(n))
+        else:
+            index[str(n)] = i
+    return ClassMatch(index=index, left_out=left)
+
 # Pillow refuses images above this many pixels (decompression-bomb guard): 8000 x 8000.
 MAX_IMAGE_PIXELS = 64_000_000
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import one_line
 from .base import DataError, Dataset, check_under_roots, safe_join
 from .folder import SPLIT_ALIASES, build_dataset, hash_split, open_file
 
@@ -80,7 +81,7 @@ def load(arg: str, cfg) -> Dataset:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else ""
+        msg = one_line(exc, empty="")
         raise DataError(f"{path}: cannot read CSV ({type(exc).__name__}: {msg})") from None
     df.columns = [str(c).strip() for c in df.columns]
     core.columns = [str(c).strip() for c in core.columns]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import one_line
 from .base import FERPLUS_CLASSES, DataError, Dataset, ferplus_majority
 from .ferplus import VOTE_COLUMNS, soft_votes
 from .folder import build_dataset, decode_many, open_file
@@ -31,7 +32,7 @@ def _read_csv(path: Path, **kw) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else ""
+        msg = one_line(exc, empty="")
         raise DataError(f"{path}: cannot read CSV ({type(exc).__name__}: {msg})") from None
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import one_line
 from .base import FERPLUS_CLASSES, DataError, Dataset, check_under_roots, decode_image, ferplus_majority
 from .folder import build_dataset, decode_many, open_dir
 
@@ -47,7 +48,7 @@ def read_label_csv(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read label file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise DataError(f"{path}: cannot read label file ({type(exc).__name__}: {one_line(exc, empty='')})") from None
     if df.shape[1] != 12:
         raise DataError(f"{path}: expected 12 columns (image, face box, 10 vote counts), found {df.shape[1]}")
     df.columns = ["image", "box"] + VOTE_COLUMNS

@@ -1,0 +1,125 @@
+"""The training form's logic, no Streamlit: a :class:`TrainRequest` becomes a RunConfig through
+:func:`pipeline.config.recipe` (so the app's defaults are the CLI's), is saved as a config file, and
+trains in a background job as ``python -m pipeline train --config FILE --out DIR`` (then ``analyze``).
+The form itself is drawn by :func:`explorer.widgets.train_form`."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import (BACKBONES, LOSSES, ConfigError, DataConfig, HierarchyConfig, LossConfig, RunConfig,
+                             TrainConfig, recipe)
+from pipeline.errors import one_line
+from pipeline.runs import MANIFEST, RunError, new_run_dir, open_run
+from pipeline.sources import DataError, parse_spec
+from pipeline.sources.discover import spec_paths
+
+from . import settings
+from .jobs import Job, JobError, pipeline_argv, start, state_dir
+
+FORM_BACKBONES = ("auto",) + BACKBONES  # auto: the recipe picks (resnet18 on a GPU, light on a CPU)
+SYNTHETIC_MIN, SYNTHETIC_MAX = 8, 200_000  # synthetic:N the form accepts
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the training form asks for. :meth:`config` turns it into a RunConfig through
+    :func:`pipeline.config.recipe`; the job trains with ``pipeline train --config FILE``."""
+    spec: str = DataConfig.spec
+    loss: str = LossConfig.name
+    backbone: str = "auto"          # one of FORM_BACKBONES
+    epochs: int = 0                 # 0: the recipe's
+    levels: int = HierarchyConfig.levels
+    seed: int = TrainConfig.seed
+    data_roots: tuple[str, ...] = field(default_factory=tuple)
+    resume: bool = False
+
+    def config(self) -> RunConfig:
+        """The RunConfig to train with; JobError (one line) when it cannot be trained."""
+        if self.backbone not in FORM_BACKBONES:
+            raise JobError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(FORM_BACKBONES)}")
+        try:
+            return recipe(self.spec, self.backbone, **{
+                "loss.name": self.loss, "hierarchy.levels": int(self.levels), "train.seed": int(self.seed),
+                "train.epochs": int(self.epochs) or None, "data.data_roots": tuple(map(str, self.data_roots)),
+            }).validate()
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise JobError(one_line(exc, empty="bad training options")) from None
+
+    def validate(self) -> None:
+        self.config()
+
+    def train_argv(self, out: Path, config_file: Path) -> list[str]:
+        """Write the config to ``config_file``; the ``pipeline train`` command that trains with it."""
+        self.config().save(config_file)
+        argv = ["train", "--config", str(config_file), "--out", str(out), "--no-progress-bar"]
+        if self.resume:
+            argv.append("--resume")
+        return pipeline_argv(*argv)
+
+
+def config_file(root: Path, run_dir: Path) -> Path:
+    """Where the app keeps the config file of a job training into ``run_dir``."""
+    return state_dir(root) / "configs" / f"{Path(run_dir).name}.json"
+
+
+def check_spec(spec: str, roots: list[Path]) -> str:
+    """A data spec the form may start, or JobError: a known source, its paths under a data root."""
+    spec = spec.strip()
+    try:
+        kind, arg = parse_spec(spec)
+        paths = spec_paths(spec)
+    except DataError as exc:
+        raise JobError(str(exc)) from None
+    if kind == "synthetic":
+        if arg and not (arg.isdigit() and SYNTHETIC_MIN <= int(arg) <= SYNTHETIC_MAX):
+            raise JobError(f"synthetic:N takes a number of images between {SYNTHETIC_MIN} and {SYNTHETIC_MAX:,}")
+        return spec
+    if not paths:
+        raise JobError(f"{kind} needs a path, e.g. {kind}:/data/...")
+    if not roots:
+        raise JobError(f"no data roots are configured; set {settings.DATA_ROOTS_ENV}")
+    for p in paths:
+        if settings.under_data_roots(p, roots) is None:
+            raise JobError(f"{p} is not under a configured data root ({', '.join(map(str, roots))})")
+        if not Path(p).exists():
+            raise JobError(f"{p} does not exist")
+    return spec
+
+
+def start_train(root: Path, req: TrainRequest, *, analyze: bool = True, run_dir: Path | None = None,
+                kind: str = "train") -> Job:
+    cfg = req.config()
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(root, cfg)
+    steps = [req.train_argv(run_dir, config_file(root, run_dir))]
+    if analyze:
+        steps.append(pipeline_argv("analyze", str(run_dir)))
+    title = f"{cfg.loss.name} / {cfg.model.backbone} on {cfg.data.spec}"
+    return start(root, kind, run_dir, steps, title=title)
+
+
+def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: str = "demo") -> Job:
+    """Build the first-launch demo in ``root/name``: train then analyze, or whatever is left of it
+    (resume an interrupted training, analyze a trained but unanalysed run)."""
+    root = Path(root)
+    demo = root / name
+    req = TrainRequest(spec=spec, epochs=epochs)
+    status = None
+    if (demo / MANIFEST).exists():
+        try:
+            status = open_run(demo, require_complete=False).status
+        except RunError:
+            status = "broken"
+    if status == "complete":
+        return start(root, "demo", demo, [pipeline_argv("analyze", str(demo))], title="the demo (analysis)")
+    if status in ("interrupted", "failed", "running"):
+        req = TrainRequest(spec=spec, epochs=epochs, resume=True)
+    elif status == "broken" or (status is None and demo.exists() and any(demo.iterdir())):
+        demo = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return start(root, "demo", demo, [req.train_argv(demo, config_file(root, demo)),
+                                      pipeline_argv("analyze", str(demo))],
+                 title="the synthetic demo")
+
+
+__all__ = ["TrainRequest", "FORM_BACKBONES", "LOSSES", "check_spec", "config_file", "start_train", "start_demo"]

@@ -1,0 +1,65 @@
+"""explorer.train_form: the form's request -> the recipe -> a config file -> ``pipeline train --config``;
+the data sources the form offers (pipeline.sources.discover)."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explorer.jobs import JobError
+from explorer.train_form import TrainRequest, check_spec
+from pipeline.config import RunConfig
+from pipeline.runs import new_run_dir
+from pipeline.sources import DataError
+from pipeline.sources.discover import discover, spec_paths
+
+
+def test_train_request_writes_a_config_and_trains_with_it(tmp_path):
+    req = TrainRequest(spec="ferplus:/data/fer", loss="triplet", backbone="resnet18", epochs=3, levels=2,
+                       data_roots=("/data",))
+    argv = req.train_argv(tmp_path / "out", tmp_path / "c.json")
+    assert argv[:3] == [sys.executable, "-m", "pipeline"]
+    assert argv[3:] == ["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "out"),
+                        "--no-progress-bar"]
+    cfg = RunConfig.load(tmp_path / "c.json")
+    assert (cfg.data.spec, cfg.loss.name, cfg.model.backbone, cfg.train.epochs, cfg.hierarchy.levels,
+            cfg.data.data_roots) == ("ferplus:/data/fer", "triplet", "resnet18", 3, 2, ("/data",))
+    assert cfg.train.per_class == 32                       # the recipe's, for resnet18
+    assert RunConfig.load(tmp_path / "c.json") == req.config()
+    assert TrainRequest().config().train.epochs == 20      # the recipe's, for synthetic data
+    assert TrainRequest(resume=True).train_argv(tmp_path / "o", tmp_path / "d.json")[-1] == "--resume"
+    d = new_run_dir(tmp_path, req.config())
+    assert d.parent == tmp_path and "ferplus" in d.name and "fer" in d.name and d.name.endswith("triplet-resnet18")
+    for bad, needle in ((TrainRequest(loss="mse"), "unknown loss"), (TrainRequest(backbone="vgg"), "backbone"),
+                        (TrainRequest(levels=0), "levels"), (TrainRequest(spec="a\nb"), "not one line"),
+                        (TrainRequest(levels=2, loss="softmax"), "metric loss")):
+        with pytest.raises(JobError, match=needle):
+            bad.validate()
+
+
+def test_discover_finds_the_sources_under_the_roots(tmp_path):
+    root = tmp_path / "data"
+    for cls in ("happy", "sad"):
+        d = root / "faces" / cls
+        d.mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(d / "a.png")
+    (root / "fer" / "FER2013Train").mkdir(parents=True)
+    (root / "fer" / "FER2013Test").mkdir()
+    (root / "fer2013.csv").write_text("emotion,pixels,Usage\n")
+    (root / "training.csv").write_text("x\n")
+    (root / "labels.csv").write_text("path,label\n")
+    (root / ".hidden").mkdir()
+    found = discover([root])
+    assert sorted(found) == sorted([f"folder:{root / 'faces'}", f"ferplus:{root / 'fer'}", f"fer2013:{root / 'fer2013.csv'}",
+                                    f"affectnet:{root / 'training.csv'}", f"csv:{root / 'labels.csv'}"])
+    assert discover([tmp_path / "missing"]) == [] and len(discover([root], limit=2)) == 2
+    assert spec_paths("fer2013:/a.csv, /b.csv") == ["/a.csv", "/b.csv"] and spec_paths("synthetic:600") == []
+    with pytest.raises(DataError, match="unknown data source"):
+        spec_paths("bogus:/x")
+    assert check_spec(f"folder:{root / 'faces'}", [root]) == f"folder:{root / 'faces'}"
+    for spec, needle in (("synthetic:3", "between"), ("folder:/elsewhere", "not under"), ("bogus:/x", "unknown"),
+                         (f"folder:{root / 'nope'}", "does not exist"), ("folder:", "needs a path")):
+        with pytest.raises(JobError, match=needle):
+            check_spec(spec, [root])
