@@ -3,7 +3,7 @@ medoid), a name a person gives it (kept in the review database), and a way to op
 import numpy as np
 import streamlit as st
 
-from explorer import data, figures, settings, widgets
+from explorer import data, figures, widgets
 from explorer.widgets import State, md, run_guard
 
 path = widgets.current_run()
@@ -69,8 +69,8 @@ for s in cards:
             if k3.button("Similar", key=f"subsim_{sid}", icon=":material/image_search:"):
                 State.set_similar_row(medoid)
                 st.switch_page("views/similar.py")
-            topk = [int(r) for r in s.get("topk", [])][:settings.GALLERY_MAX]
-            widgets.gallery(path, topk, width=56)
+            members = np.flatnonzero(sub_rows == sid) if sub_rows is not None else np.asarray(s.get("topk", []))
+            widgets.group_gallery(path, members, key=f"subgal_{sid}")
 
 bic = figures.bic_figure(info.get("bic") or {})
 if bic is not None:
