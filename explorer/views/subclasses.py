@@ -25,11 +25,11 @@ per_class = {c: [s for s in subs if int(s.get("class", -1)) == c] for c in range
 st.title("Sub-classes")
 _fit_on = {"posterior+votes": "fit on the model's class posterior and the crowd's votes: groups that are "
                               "read the same way", "embedding": "fit on the embedding"}.get(str(info.get("features", "")), "")
-st.caption(md(f"{len(subs)} sub-classes found ({info.get('mode', '?')} mode"
+st.caption(md(f"{widgets.plural(len(subs), 'sub-class', 'sub-classes')} found ({info.get('mode', '?')} mode"
               f"{', ' + _fit_on if _fit_on and info.get('mode') == 'bic' else ''}). Name the ones you recognise; "
               "names are kept with this run."))
 c = st.selectbox("Class", range(len(classes)), key="sub_class",
-                 format_func=lambda i: f"{classes[i]} ({len(per_class[i])} sub-classes)")
+                 format_func=lambda i: f"{classes[i]} ({widgets.plural(len(per_class[i]), 'sub-class', 'sub-classes')})")
 
 
 def save_name(sid: int, key: str, anchor: str) -> None:
