@@ -19,7 +19,9 @@ import streamlit as st  # noqa: E402
 from explorer import data, jobs, settings, train_form, widgets  # noqa: E402
 from explorer.widgets import State, md  # noqa: E402
 
-st.set_page_config(page_title="Subclass Explorer", page_icon=":material/scatter_plot:", layout="wide")
+# a file of ours, served by this server: a ":material/...:" page icon made the browser fetch the
+# favicon from Google's font server (fails offline, and a request leaves the machine)
+st.set_page_config(page_title="Subclass Explorer", page_icon=str(_ROOT / "assets" / "icon.png"), layout="wide")
 
 PAGES = {
     "overview": st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
@@ -27,6 +29,7 @@ PAGES = {
     "subclasses": st.Page("views/subclasses.py", title="Sub-classes", icon=":material/category:"),
     "confusion": st.Page("views/confusion.py", title="Confusion", icon=":material/grid_on:"),
     "mislabels": st.Page("views/mislabels.py", title="Mislabels", icon=":material/flag:"),
+    "tags": st.Page("views/tags.py", title="Tags", icon=":material/label:"),
     "similar": st.Page("views/similar.py", title="Similar", icon=":material/image_search:"),
     "summary": st.Page("views/summary.py", title="Summary", icon=":material/photo_library:"),
     "train": st.Page("views/train.py", title="Train", icon=":material/model_training:"),

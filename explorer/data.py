@@ -326,11 +326,83 @@ def thumbs(path: str | Path) -> Thumbs:
     return _thumbs(str(path), stamp(path))
 
 
+@dataclass(frozen=True)
+class QueueOrder:
+    """Our mislabel ranking as the queue shows it: scores on [0, 1], ties broken, the cut-off."""
+    score: np.ndarray          # (N,) float64 on [0, 1]
+    rank: np.ndarray           # (N,) int64, 1 = most suspicious, no ties
+    likely_wrong: np.ndarray   # (N,) bool
+    tie_break: str             # what breaks equal scores, for the help text
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _queue_order(path: str, stamp_: int) -> QueueOrder:
+    from . import queue
+
+    r = _run(path, stamp_)
+    m = _table(path, stamp_, "analysis/mislabels.parquet")
+    w = float(((_optional_json(path, "metrics.json") or {}).get("mislabels") or {}).get("posterior_weight", 0.1))
+    score = queue.display_scores(m["score"].to_numpy(), w)
+    tie, how = None, "row order"
+    if r.has("class_means.npy") and r.has("embeddings.npy") and "suggested" in m:
+        labels = _items(path, stamp_)["label"].to_numpy()
+        tie = queue.margins(r.embeddings(), labels, m["suggested"].to_numpy(), r.array("class_means.npy"))
+        how = "how much nearer the image lies to the suggested class's mean than to its own"
+    lw = queue.likely_wrong(m["knn_disagree"].to_numpy(), m["p_given_oos"].to_numpy()) \
+        if {"knn_disagree", "p_given_oos"} <= set(m.columns) else score > 0.5
+    return QueueOrder(score, queue.ranking(score, tie), lw, how)
+
+
+def queue_order(path: str | Path) -> QueueOrder:
+    return _queue_order(str(path), stamp(path))
+
+
+COLLAPSE_MAX = 5000  # larger groups are shown without collapsing near-identical frames (O(n^2))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _group_layout(path: str, stamp_: int, rows: tuple[int, ...], mode: str, collapse: bool) -> tuple[np.ndarray, np.ndarray]:
+    from . import groups
+
+    r = _run(path, stamp_)
+    idx = np.asarray(rows, dtype=np.int64)
+    z = np.asarray(r.embeddings()[np.sort(idx)], dtype=np.float32)[np.argsort(np.argsort(idx))]
+    order = groups.spread_order(z) if mode == "spread" else groups.centre_order(z)
+    if collapse and len(idx) <= COLLAPSE_MAX:
+        imgs = np.asarray(r.images()[np.sort(idx)])[np.argsort(np.argsort(idx))]
+        kept, count = groups.collapse(order, groups.dhash(imgs))
+    else:
+        kept, count = order, np.ones(len(order), np.int64)
+    return idx[kept], count
+
+
+def group_layout(path: str | Path, rows, mode: str = "centre", collapse: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A group's rows in gallery order (``centre`` or ``spread``, see explorer.groups) with
+    near-identical frames collapsed: (rows shown, how many images each stands for)."""
+    return _group_layout(str(path), stamp(path), tuple(int(r) for r in rows), mode, bool(collapse))
+
+
 @st.cache_resource(max_entries=4, show_spinner="Building the neighbour index…")
 def _similar(path: str, stamp_: int):
     from pipeline.similar import SimilarIndex
 
     return SimilarIndex(_run(path, stamp_))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _nn_reference(path: str, stamp_: int, sample: int = 500) -> float:
+    from pipeline.similar import query
+
+    idx = _similar(path, stamp_)
+    rows = np.random.default_rng(0).choice(len(idx.z), size=min(sample, len(idx.z)), replace=False)
+    dist, _ = query(idx.index, idx.z[rows], k=2)
+    return float(np.percentile(dist[:, 1], 95))  # column 0 is the image itself
+
+
+def nn_reference(path: str | Path) -> float:
+    """The 95th percentile of the run's own nearest-neighbour distances (500 images sampled):
+    an upload whose nearest image is farther than this has no close match in the run."""
+    return _nn_reference(str(path), stamp(path))
 
 
 def similar_index(path: str | Path):
@@ -366,6 +438,7 @@ def _colour_options(path: str, stamp_: int) -> dict[str, str]:
     if "split" in cols:
         opts["split"] = "Split"
     opts["review"] = "Review decision"
+    opts["tag"] = "Tag"
     for c in cols:
         if c.startswith("gt_"):
             opts[c] = f"Ground truth: {c[3:]}"
@@ -403,16 +476,41 @@ def _colouring(path: str, stamp_: int, by: str, names: tuple) -> figures.Colouri
 
 
 def colouring(path: str | Path, by: str, *, subclass_names: dict[int, str] | None = None,
-              decisions: dict[str, tuple] | None = None) -> figures.Colouring:
-    """The map colouring ``by`` one of :func:`colour_options` (``review`` needs ``decisions``)."""
+              decisions: dict[str, tuple] | None = None, tags: pd.DataFrame | None = None) -> figures.Colouring:
+    """The map colouring ``by`` one of :func:`colour_options` (``review`` needs ``decisions``,
+    ``tag`` the review store's tags)."""
     if by == "review":
         ids = columns(path)["id"]
         d = decisions or {}
         vals = np.fromiter((d.get(i, ("not reviewed",))[0] for i in ids), dtype=object, count=len(ids)) if d \
             else np.full(len(ids), "not reviewed", dtype=object)
         return figures.categorical(vals, title="review", order=["not reviewed", "keep", "flag", "relabel"])
+    if by == "tag":
+        return tag_colouring(columns(path)["id"], tags)
     names = tuple(sorted((subclass_names or {}).items())) if by == "subclass" or by.startswith("facet_") else ()
     return _colouring(str(path), stamp(path), by, names)
+
+
+NO_TAG = "(no tag)"
+
+
+def tag_colouring(ids: np.ndarray, tags: pd.DataFrame | None) -> figures.Colouring:
+    """One colour per tag; an image with several tags gets their combination (``a + b``)."""
+    vals = np.full(len(ids), NO_TAG, dtype=object)
+    if tags is not None and len(tags):
+        joined = tags.groupby("item_id")["tag"].agg(lambda t: " + ".join(sorted(t)))
+        pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids).astype(str))
+        pos = pos[~pos.index.duplicated()]
+        hit = pos.reindex(joined.index).dropna().astype(int)
+        vals[hit.to_numpy()] = joined.loc[hit.index].to_numpy()
+    order = [NO_TAG] + sorted(set(vals.tolist()) - {NO_TAG})
+    return figures.categorical(vals, title="tag", order=order)
+
+
+def tag_rows(ids: np.ndarray, tags: pd.DataFrame, tag: str) -> np.ndarray:
+    """The rows carrying ``tag``, in row order."""
+    want = set(tags.loc[tags["tag"] == tag, "item_id"].astype(str))
+    return np.flatnonzero(np.fromiter((i in want for i in ids), dtype=bool, count=len(ids)))
 
 
 def subclass_label(info: dict, name: str | None = None) -> str:

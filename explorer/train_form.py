@@ -64,9 +64,36 @@ def config_file(root: Path, run_dir: Path) -> Path:
     return state_dir(root) / "configs" / f"{Path(run_dir).name}.json"
 
 
+def bare_path_spec(text: str, roots: list[Path]) -> str:
+    """``/data/faces`` -> ``folder:/data/faces``, ``/data/list.csv`` -> ``csv:/data/list.csv`` (the
+    user's spelling kept); anything else raises JobError naming the forms that work."""
+    raw = text.strip()
+    if not raw:
+        raise JobError("no data chosen: pick one, or type a folder, a CSV file or a data spec")
+    p = Path(raw).expanduser()
+    if not p.is_absolute() and roots:  # relative to the first data root, as the help says
+        p = roots[0] / p
+    if p.is_dir():
+        return f"folder:{p}"
+    if p.is_file() and p.suffix.lower() == ".csv":
+        return f"csv:{p}"
+    if p.exists():
+        raise JobError(f"{raw} is neither a folder nor a .csv file; use folder:DIR (one sub-folder per class) "
+                       "or csv:FILE (path,label[,split])")
+    if "/" in raw or raw.startswith(("~", ".")):
+        raise JobError(f"{raw} does not exist")
+    raise JobError(f"unknown data source in {raw!r}: type a folder or CSV path, or a spec such as "
+                   "folder:/data/faces, csv:/data/list.csv, ferplus:DIR, synthetic")
+
+
 def check_spec(spec: str, roots: list[Path]) -> str:
-    """A data spec the form may start, or JobError: a known source, its paths under a data root."""
+    """A data spec the form may start, or JobError: a known source, its paths under a data root; a
+    bare folder or CSV path is taken as ``folder:`` / ``csv:`` (:func:`bare_path_spec`)."""
+    from pipeline.sources import SOURCES
+
     spec = spec.strip()
+    if spec.partition(":")[0].strip().lower() not in SOURCES:
+        spec = bare_path_spec(spec, roots)
     try:
         kind, arg = parse_spec(spec)
         paths = spec_paths(spec)
@@ -122,4 +149,4 @@ def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: st
                  title="the synthetic demo")
 
 
-__all__ = ["TrainRequest", "FORM_BACKBONES", "LOSSES", "check_spec", "config_file", "start_train", "start_demo"]
+__all__ = ["TrainRequest", "FORM_BACKBONES", "LOSSES", "check_spec", "bare_path_spec", "config_file", "start_train", "start_demo"]

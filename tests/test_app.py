@@ -23,7 +23,7 @@ from explorer.review import ReviewStore
 from explorer_fixtures import fake_run, pipeline_run_dir, runs_root  # noqa: F401  (fixtures)
 
 APP = Path(__file__).resolve().parent.parent / "explorer" / "app.py"
-VIEWS = ["overview", "map", "subclasses", "confusion", "mislabels", "similar", "summary", "train"]
+VIEWS = ["overview", "map", "subclasses", "confusion", "mislabels", "tags", "similar", "summary", "train"]
 
 
 def start(timeout: float = 60) -> AppTest:
@@ -96,9 +96,27 @@ def test_subclass_rename_is_kept_and_opens_on_the_map(runs_root):
     next(b for b in at2.button if b.label.startswith("Apply to")).click().run()
     ok(at2)
     store = ReviewStore(runs_root / "fixture")
+    assert store.decisions().empty  # a tag alone flags nothing
+    n_tagged = len(store.tags())
+    assert n_tagged > 0 and set(store.tags()["tag"]) == {"glasses"}
+    at2.selectbox(key="map_decision").set_value("flag")
+    next(b for b in at2.button if b.label.startswith("Apply to")).click().run()
+    ok(at2)
     flagged = store.decisions()
-    assert len(flagged) > 0 and set(flagged["decision"]) == {"flag"}
-    assert set(store.tags()["tag"]) == {"glasses"} and len(store.tags()) == len(flagged)
+    assert len(flagged) == n_tagged and set(flagged["decision"]) == {"flag"}
+    # undo (the flag), then clear the selection's decisions from the same form, then undo that
+    assert "flagged" in at2.button(key="map_undo").label
+    at2.button(key="map_undo").click().run()
+    ok(at2)
+    assert store.decisions().empty and len(store.tags()) == n_tagged
+    at2.selectbox(key="map_decision").set_value("flag")
+    next(b for b in at2.button if b.label.startswith("Apply to")).click().run()
+    at2.selectbox(key="map_decision").set_value("clear")
+    at2.text_input(key="map_tag").set_value("")
+    next(b for b in at2.button if b.label.startswith("Apply to")).click().run()
+    ok(at2)
+    assert store.decisions().empty
+    assert [e["action"] for e in store.log()][:4] == ["undecide", "flag_and_tag", "undo", "flag_and_tag"]
 
 
 def test_subclass_cards_say_what_sets_a_group_apart_and_switch_facets(runs_root):
@@ -147,6 +165,18 @@ def test_mislabel_queue_actions_and_export(runs_root):
     keys_now = {b.key for b in at.button if b.key and b.key.startswith("keep_")}
     assert f"keep_{first}" not in keys_now and len(keys_now) == 12
     assert "Reviewed 3 of" in at.get("progress")[0].proto.text
+    # clear a decision (the image is back in the queue) and undo the last action, from the page
+    at.toggle(key="ml_hide").set_value(False).run()
+    at.button(key=f"clear_{second}").click().run()
+    ok(at)
+    assert second not in store.decision_map()
+    assert "cleared the decision" in at.button(key="ml_undo").label
+    at.button(key="ml_undo").click().run()
+    ok(at)
+    assert store.decision_map()[second] == ("keep", None)
+    assert [e["what"] for e in store.history(second)] == ["kept 1 image", "cleared the decision on 1 image",
+                                                          "undid action #4 (undecide)"]
+    at.toggle(key="ml_hide").set_value(True).run()
     # filters: a class, the cleanlab ranking, a score threshold
     at.multiselect(key="ml_classes").select(0).run()
     ok(at)
@@ -166,6 +196,14 @@ def test_confusion_cell_shows_its_images(runs_root):
     assert any(s.value.replace("\\", "").endswith(f": {n:,} image" + ("" if n == 1 else "s")) for s in at.subheader)
 
 
+def _run_face_png(root: Path) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.load(root / "fixture" / "images.npy", mmap_mode="r")[7]).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def test_similar_from_a_row_and_from_an_upload(runs_root):
     from PIL import Image
 
@@ -181,6 +219,10 @@ def test_similar_from_a_row_and_from_an_upload(runs_root):
     at.file_uploader(key="sim_upload").upload("face.png", buf.getvalue(), "image/png").run()
     ok(at)
     assert len(at.dataframe[0].value) == 16
+    assert any("No close match" in w.value for w in at.warning)  # noise is far from every face
+    at.file_uploader(key="sim_upload").upload("face.png", _run_face_png(runs_root), "image/png").run()
+    ok(at)
+    assert not any("No close match" in w.value for w in at.warning)  # one of the run's own faces is not
     at.file_uploader(key="sim_upload").upload("evil.png", b"<script>alert(1)</script>", "image/png").run()
     assert at.error and "not a readable image" in at.error[0].value
     assert not at.exception
@@ -231,6 +273,26 @@ def test_train_form_refuses_paths_outside_the_data_roots(runs_root, tmp_path):
     at.text_input(key="page_other").input(f"folder:{tmp_path.parent}")
     at.button(key="FormSubmitter:train_form_page-Start training").click().run()
     assert at.error and "not under a configured data root" in at.error[0].value
+    assert jobs.current(runs_root) is None
+
+
+def test_train_form_takes_a_bare_folder_or_csv_path_keeping_its_case(runs_root, tmp_path):
+    from explorer.train_form import check_spec
+
+    data_root = (tmp_path / "data").resolve()
+    faces = data_root / "My Faces"
+    (faces / "Happy").mkdir(parents=True)
+    (data_root / "List.CSV").write_text("path,label\n")
+    assert check_spec(str(faces), [data_root]) == f"folder:{faces}"
+    assert check_spec("My Faces", [data_root]) == f"folder:{faces}"  # relative to the data root
+    assert check_spec(str(data_root / "List.CSV"), [data_root]) == f"csv:{data_root / 'List.CSV'}"
+    at = goto(start(), "train")
+    at.text_input(key="page_other").input(str(data_root / "Nowhere" / "Faces"))
+    at.button(key="FormSubmitter:train_form_page-Start training").click().run()
+    assert at.error and "Nowhere" in at.error[0].value.replace("\\", "") and "does not exist" in at.error[0].value
+    at.text_input(key="page_other").input("Faces")
+    at.button(key="FormSubmitter:train_form_page-Start training").click().run()
+    assert at.error and "folder:/data/faces" in at.error[0].value.replace("\\", "")
     assert jobs.current(runs_root) is None
 
 
@@ -327,3 +389,168 @@ def test_map_speed_at_35k(big_root, monkeypatch):
           f"colour reruns {[round(x, 3) for x in colour]}, class reruns {[round(x, 3) for x in klass]}")
     assert min(firsts) < 1.0
     assert float(np.median(colour)) < 0.3 and float(np.median(klass)) < 0.3
+
+
+_STORAGES: list = []
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """Keep AppTest's in-memory media storage reachable after a run, to read download bytes."""
+    from streamlit.runtime import memory_media_file_storage as mm
+
+    orig = mm.MemoryMediaFileStorage.__init__
+
+    def init(self, *a, **k):
+        orig(self, *a, **k)
+        _STORAGES.append(self)
+
+    monkeypatch.setattr(mm.MemoryMediaFileStorage, "__init__", init)
+    yield _STORAGES
+    _STORAGES.clear()
+
+
+def _download(at: AppTest, key: str) -> bytes:
+    """The bytes behind a download button, as the browser would get them."""
+    btn = next(e for e in at.get("download_button") if key in e.proto.id)
+    name = btn.proto.url.rsplit("/", 1)[-1]
+    return _STORAGES[-1].get_file(name).content
+
+
+def test_tags_colour_filter_list_and_export_a_group(runs_root, media):
+    import csv
+
+    store = ReviewStore(runs_root / "fixture")
+    ids = [f for f in __import__("pandas").read_parquet(runs_root / "fixture" / "items.parquet")["id"]]
+    store.tag(ids[:7], "glasses")
+    store.tag(ids[5:9], "baby <b>")
+    store.name_subclass(0, "round faces")
+    at = goto(start(), "map")
+    at.selectbox(key="map_colour").set_value("tag").run()
+    ok(at)
+    assert at.selectbox(key="map_tag_filter").options[1:] == ["glasses (7)", "baby <b> (4)"]
+    at.selectbox(key="map_tag_filter").set_value("glasses").run()
+    ok(at)
+    assert any("Tag “glasses”: 7 images" in s.value.replace("\\", "") for s in at.subheader)
+    # the tag list: counts, its images, remove (and undo), export with tags and sub-class names
+    goto(at, "tags")
+    assert list(at.dataframe[0].value["images"]) == [7, 4]
+    at.selectbox(key="tags_pick").set_value("baby <b>").run()
+    ok(at)
+    assert any("Tag “baby <b>”: 4 images" in s.value.replace("\\", "") for s in at.subheader)
+    data_csv = _download(at, "tags_export_csv").decode()
+    rec = list(csv.DictReader(io.StringIO(data_csv)))
+    assert [r["id"] for r in rec] == ids[5:9]
+    assert {r["tags"] for r in rec} == {"baby <b>;glasses", "baby <b>"}
+    assert all(r["subclass_name"] for r in rec) and "subclass" in rec[0]
+    assert any("tags_export_ls" in e.proto.id for e in at.get("download_button"))  # built when clicked
+    at.button(key="tags_remove").click().run()
+    ok(at)
+    assert set(store.tags()["tag"]) == {"glasses"}
+    at.button(key="tags_undo").click().run()
+    ok(at)
+    assert len(store.tags()) == 11
+
+
+def test_queue_cut_off_warning_scores_and_live_precision(tmp_path, monkeypatch, media):
+    import pandas as pd
+
+    root = tmp_path / "runs"
+    run = fake_run(root / "fake", 600, seed=3)
+    monkeypatch.setenv("SUBCLASS_EXPLORER_RUNS", str(root))
+    m = pd.read_parquet(run / "analysis" / "mislabels.parquet")
+    n_likely = int(((m["knn_disagree"] > 0.5) & (m["p_given_oos"] < 0.5)).sum())
+    at = goto(start(), "mislabels")
+    assert not at.warning  # kNN accuracy 0.8: no weak-model warning
+    assert at.toggle(key="ml_likely").value and f"Only the {n_likely:,} likely wrong" in at.toggle(key="ml_likely").label
+    assert f"Reviewed 0 of {n_likely:,} candidates" in at.get("progress")[0].proto.text
+    keys = [b.key.split("_", 1)[1] for b in at.button if b.key and b.key.startswith("keep_")]
+    # review: flag the first 8, keep the next 2 -> 8 of 10 confirmed wrong, Wilson 49 % to 94 %
+    for item in keys[:8]:
+        at.button(key=f"flag_{item}").click().run()
+    at.button(key=f"keep_{keys[8]}").click().run()
+    at.button(key=f"keep_{keys[9]}").click().run()
+    ok(at)
+    assert f"Reviewed 10 of {n_likely:,}" in at.get("progress")[0].proto.text
+    assert at.metric[0].value == "80%" and "49%–94%" in texts(at)
+    assert at.metric[1].value.startswith("≈ ")
+    at.toggle(key="ml_likely").set_value(False).run()
+    ok(at)
+    assert "Reviewed 10 of 600 candidates" in at.get("progress")[0].proto.text
+    # the export's scores are shares on [0, 1]
+    tasks = json.loads(_download(at, "ml_ls"))
+    assert len(tasks) == 8 and all(0.0 <= t["predictions"][0]["score"] <= 1.0 for t in tasks)
+    # a weak model gets the warning, with its threshold
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["test"]["knn_accuracy"] = 0.51
+    from pipeline.runs import open_run
+
+    r = open_run(run)
+    r.put_json("metrics.json", metrics)
+    r.save_manifest()
+    at = goto(start(), "mislabels")
+    assert at.warning and "51%, below 60%" in at.warning[0].value
+
+
+def test_group_gallery_pages_spreads_and_acts_on_one_image(runs_root):
+    at = goto(start(), "subclasses")
+    key = next(t.key for t in at.get("segmented_control") if t.key and t.key.startswith("subgal_"))
+    at.button_group(key=key).set_value("spread").run()
+    ok(at)
+    assert any("distinct of" in c.value for c in at.caption)
+    # a confusion cell: its images captioned by label, each one reachable with its actions
+    goto(at, "confusion")
+    at.selectbox(key="cm_given").select_index(1).run()
+    at.selectbox(key="cm_pred").select_index(2).run()
+    ok(at)
+    at.selectbox(key="cm_gal_look").select_index(0).run()
+    ok(at)
+    row = at.selectbox(key="cm_gal_look").value
+    flag = next(b for b in at.button if b.key and b.key.startswith("cm_gal_img_flag_"))
+    item = flag.key[len("cm_gal_img_flag_"):]
+    flag.click().run()
+    ok(at)
+    store = ReviewStore(runs_root / "fixture")
+    assert store.decision_map()[item] == ("flag", None)
+    at.text_input(key=f"cm_gal_img_tag_{item}").input("blurry").run()
+    ok(at)
+    assert set(store.tags()["tag"]) == {"blurry"}
+    assert any("flagged 1 image" in t.value for t in at.text), [t.value for t in at.text]
+    assert item == str(__import__("pandas").read_parquet(runs_root / "fixture" / "items.parquet")["id"][row])
+
+
+def test_an_interrupted_run_can_be_moved_to_the_trash(runs_root):
+    from pipeline.runs import open_run
+
+    stopped = fake_run(runs_root / "stopped", 60, seed=4, analysed=False)
+    r = open_run(stopped)
+    r.save_manifest(status="interrupted")
+    at = start()
+    at.selectbox(key="run_picker").set_value(str(stopped)).run()
+    assert not at.exception
+    assert at.warning and "stopped before it finished" in at.warning[0].value
+    at.button(key="run_delete").click().run()
+    assert not at.exception
+    at.button(key="run_delete_yes").click().run()
+    ok(at)
+    assert not stopped.exists()
+    moved = list((runs_root / ".trash").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith("stopped-") and (moved[0] / "manifest.json").exists()
+    assert at.session_state["run_path"] == str(runs_root / "fixture")  # the app goes on with a usable run
+    assert "stopped" not in [o for o in at.selectbox(key="run_picker").options]
+
+
+def test_a_finished_job_offers_to_open_its_run(runs_root):
+    import sys
+
+    second = runs_root / "second"
+    shutil.copytree(runs_root / "fixture", second)
+    at = start()
+    jobs.start(runs_root, "train", second, [[sys.executable, "-c", "print('done')"]], title="a quick job")
+    assert jobs.wait(runs_root, timeout=30).state == "done"
+    at.session_state["run_path"] = str(runs_root / "fixture")
+    at.run()
+    ok(at)
+    at.button(key="open_job_run_c").click().run()
+    ok(at)
+    assert at.session_state["run_path"] == str(second)

@@ -23,8 +23,12 @@ with run_guard():
         st.warning("This run has no stored maps.")
         st.stop()
 
+    st.title("Map")
     focus = State.focus()
-    c1, c2, c3 = st.columns([1, 1.4, 1.4])
+    store = widgets.store(path)
+    tags = store.tags()
+    tag_counts = tags["tag"].value_counts() if len(tags) else None
+    c1, c2, c3, c4 = st.columns([1, 1.4, 1.4, 1.4])
     labels = []
     for m in maps:
         name = METHOD_NAMES.get(m.get("method"), str(m.get("method")))
@@ -39,14 +43,23 @@ with run_guard():
     hl = c3.selectbox("Highlight class", [-1] + list(range(len(classes))), key="map_class",
                       format_func=lambda c: "(none)" if c < 0 else classes[c])
 
-    store = widgets.store(path)
+    tag_opts = [""] + (list(tag_counts.index) if tag_counts is not None else [])
+    if st.session_state.get("map_tag_filter") not in tag_opts:  # a tag that was just removed
+        st.session_state["map_tag_filter"] = ""
+    tag_on = c4.selectbox("Show tag", tag_opts, key="map_tag_filter",
+                          format_func=lambda t: "(none)" if not t else f"{t} ({int(tag_counts[t]):,})",
+                          help="Highlight the images carrying a tag and show them below", disabled=len(tag_opts) < 2)
     col = data.colouring(path, by,
                          subclass_names=store.subclass_names() if by == "subclass" or by.startswith("facet_") else None,
-                         decisions=store.decision_map() if by == "review" else None)
+                         decisions=store.decision_map() if by == "review" else None,
+                         tags=tags if by == "tag" else None)
     xy = data.map_xy(path, maps[mi]["file"])
+    tagged = data.tag_rows(cols["id"], tags, tag_on) if tag_on else None
     highlight = None
     if hl >= 0:
         highlight = np.flatnonzero(cols["label"] == hl)
+    elif tagged is not None:
+        highlight = tagged
     elif focus:
         highlight = np.asarray(focus["rows"], dtype=np.int64)
     mf = figures.map_figure(xy, col, highlight=highlight)
@@ -67,7 +80,9 @@ st.session_state["map_sig"] = sig
 kept = st.session_state.get("map_sel")
 rows = kept[1] if kept and kept[0] == path else np.zeros(0, np.int64)
 title = "Selection"
-if not rows.size and focus:
+if not rows.size and tagged is not None:
+    rows, title = tagged, f"Tag “{tag_on}”"
+elif not rows.size and focus:
     rows, title = np.asarray(focus["rows"], dtype=np.int64), focus["title"]
 
 if not rows.size:
@@ -93,21 +108,39 @@ widgets.gallery(path, shown, captions=widgets.label_captions(path, shown, extra=
 if len(rows) > len(shown):
     st.caption(f"Showing the first {len(shown)} of {len(rows):,}.")
 
+DECISION_CHOICES = {"": "leave as they are", "flag": "flag for re-annotation", "keep": "keep (label is right)",
+                    "clear": "clear any decision"}
 with st.form("map_actions", border=True):
     st.markdown(f"**Act on all {len(rows):,} selected images** (one step, kept in this run's review database)")
-    a1, a2, a3 = st.columns([1, 2, 1], vertical_alignment="bottom")
-    do_flag = a1.checkbox("Flag for re-annotation", value=True, key="map_do_flag")
+    a1, a2, a3 = st.columns([1.4, 2, 1], vertical_alignment="bottom")
+    # nothing is flagged unless asked: tagging a selection must not flag it too
+    what = a1.selectbox("Decision", list(DECISION_CHOICES), format_func=DECISION_CHOICES.get, key="map_decision")
     known = store.tag_names()
     tag = a2.text_input("Tag (optional)", key="map_tag", max_chars=80,
                         placeholder="e.g. glasses" if not known else "used so far: " + ", ".join(known[:5]))
     go = a3.form_submit_button(f"Apply to {len(rows):,}", type="primary", icon=":material/done_all:")
 if go:
     tag = (tag or "").strip() or None
-    done = widgets.act(store.flag_and_tag, [str(i) for i in ids], flag=do_flag, tag=tag, source="map")
-    if done:
-        what = " and ".join(x for x in ("flagged" if do_flag else "", f"tagged “{tag}”" if tag else "") if x)
-        st.toast(md(f"{done:,} images {what}"), icon=":material/check:")
+    sel_ids = [str(i) for i in ids]
+    if what in ("keep", "clear"):
+        done = widgets.act(store.decide, sel_ids, "keep", source="map") if what == "keep" else \
+            widgets.act(store.undecide, sel_ids)
+        if done is not None and tag:
+            done = widgets.act(store.tag, sel_ids, tag)
+    elif not what and not tag:
+        done = None
+        st.toast("Nothing to do: choose a decision and/or type a tag.", icon=":material/info:")
+    else:
+        done = widgets.act(store.flag_and_tag, sel_ids, flag=what == "flag", tag=tag, source="map")
+    if done is not None:
+        bits = {"flag": "flagged", "keep": "kept", "clear": "decisions cleared"}.get(what, "")
+        said = " and ".join(x for x in (bits, f"tagged “{tag}”" if tag else "") if x)
+        st.toast(md(f"{widgets.n_images(len(sel_ids))}: {said}"), icon=":material/check:")
         st.rerun()
+widgets.undo_bar(path, key="map")
+
+st.markdown("**Export these images** (with their tags, decisions and sub-class names)")
+widgets.group_export(path, rows, title, key="map_export")
 
 left, right = st.columns(2)
 with left:

@@ -5,7 +5,7 @@ and a switch between the facets analyze stored (expression, look, the crowd's re
 import numpy as np
 import streamlit as st
 
-from explorer import data, figures, settings, widgets
+from explorer import data, figures, widgets
 from explorer.widgets import State, md, run_guard
 
 path = widgets.current_run()
@@ -36,11 +36,11 @@ fsubs = [s for s in subs if data.in_facet(s, facet, primary)]
 facet_rows = data.subclass_of_rows(path, str(facet.get("column", "subclass"))) if facet["name"] != primary else sub_rows
 per_class = {c: [s for s in fsubs if int(s.get("class", -1)) == c] for c in range(len(classes))}
 n_subs = len(fsubs)
-st.caption(md(f"{n_subs} sub-{'class' if n_subs == 1 else 'classes'}"
+st.caption(md(widgets.plural(n_subs, "sub-class", "sub-classes")
               + (f": {facet['about']}" if facet.get("about") else f" ({info.get('mode', '?')} mode)")
               + ". Name the ones you recognise; names are kept with this run."))
 c = st.selectbox("Class", range(len(classes)), key="sub_class",
-                 format_func=lambda i: f"{classes[i]} ({len(per_class[i])} sub-{'class' if len(per_class[i]) == 1 else 'classes'})")
+                 format_func=lambda i: f"{classes[i]} ({widgets.plural(len(per_class[i]), 'sub-class', 'sub-classes')})")
 
 
 def save_name(sid: int, key: str, anchor: str) -> None:
@@ -100,8 +100,8 @@ for s in cards:
             if s.get("outside"):
                 k4.toggle("More like it", key=more_key, help="The images nearest this group's mean that are not in "
                           "it (in any class): candidates the group missed, or the same look elsewhere.")
-            topk = [int(r) for r in s.get("topk", [])][:settings.GALLERY_MAX]
-            widgets.gallery(path, topk, width=56)
+            members = np.flatnonzero(facet_rows == sid) if facet_rows is not None else np.asarray(s.get("topk", []))
+            widgets.group_gallery(path, members, key=f"subgal_{sid}")
             if st.session_state.get(more_key) and s.get("outside"):
                 rows = [int(r) for r in s["outside"]][:settings.GALLERY_MAX]
                 st.caption("Nearest outside the group:")
