@@ -83,6 +83,7 @@ def sidebar_train_form(root: Path) -> None:
     if st.sidebar.button("Train a new model", icon=":material/model_training:", key="open_train", width="stretch"):
         train_dialog(root)
     with st.sidebar:
+        widgets.retrain_button(root)
         widgets.job_panel(compact=True)
 
 

@@ -47,7 +47,7 @@ class JobError(RuntimeError):
 @dataclass
 class Job:
     id: str
-    kind: str                       # "demo", "train" or "analyze"
+    kind: str                       # "demo", "train", "retrain" or "analyze"
     run_dir: str
     steps: list[list[str]]          # argv of each step
     pid: int = 0
@@ -417,6 +417,53 @@ def start_train(root: Path, req: TrainRequest, *, analyze: bool = True, run_dir:
         steps.append(pipeline_argv("analyze", str(run_dir)))
     title = f"{req.loss} / {req.backbone} on {req.spec}"
     return start(root, kind, run_dir, steps, title=title)
+
+
+def retrain_argv(parent: Path, out: Path) -> list[str]:
+    """``pipeline train`` with the parent run's own configuration plus ``--labels-from`` its review
+    database: the same recipe on the corrected labels, so the two runs compare like for like."""
+    from pipeline.config import RunConfig
+    from pipeline.runs import RunError, open_run
+
+    parent = Path(parent).resolve()
+    try:
+        cfg = RunConfig.from_dict(open_run(parent).config)
+    except (RunError, ValueError, TypeError) as exc:
+        raise JobError(f"cannot retrain from {parent.name}: {exc}") from None
+    db = parent / "review.sqlite"
+    if not db.is_file():
+        raise JobError(f"{parent.name} has no review decisions yet: flag or relabel images first")
+    d, m, lo, t, h = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.hierarchy
+    argv = ["train", "--data", d.spec, "--out", out, "--labels-from", db, "--parent", parent,
+            "--image-size", d.image_size, "--on-bad-image", d.on_bad_image,
+            "--backbone", m.backbone, "--embedding-dim", m.embedding_dim,
+            "--loss", lo.name, "--sigma", lo.sigma, "--norm-lambda", lo.norm_lambda, "--triplets", lo.triplets,
+            "--margin", lo.margin, "--epochs", t.epochs, "--per-class", t.per_class,
+            "--steps-per-epoch", t.steps_per_epoch, "--lr", t.lr, "--weight-decay", t.weight_decay,
+            "--seed", t.seed, "--device", t.device, "--knn-k", t.knn_k, "--crossfit", t.crossfit,
+            "--levels", h.levels, "--min-per-subclass", h.min_per_subclass, "--max-components", h.max_components,
+            "--topk", h.topk, "--subclass-features", h.features, "--no-progress-bar"]
+    argv += [f for f, on in (("--hard-targets", not lo.soft_targets), ("--no-augment", not t.augment),
+                             ("--compile", t.compile), ("--no-bf16", not t.bf16)) if on]
+    for r in d.data_roots:
+        argv += ["--data-root", r]
+    return pipeline_argv(*argv)
+
+
+def start_retrain(root: Path, parent: Path, *, analyze: bool = True) -> Job:
+    """"Retrain with my corrections": the parent's recipe on its review decisions, in a new run
+    next to it (then analyze it)."""
+    parent = Path(parent)
+    base = f"{parent.name[:40]}-corrected-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(root) / base
+    i = 2
+    while out.exists():
+        out = Path(root) / f"{base}-{i}"
+        i += 1
+    steps = [retrain_argv(parent, out)]
+    if analyze:
+        steps.append(pipeline_argv("analyze", str(out)))
+    return start(root, "retrain", out, steps, title=f"{parent.name} retrained with its corrections")
 
 
 def start_analyze(root: Path, run_dir: Path) -> Job:

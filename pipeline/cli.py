@@ -19,7 +19,8 @@ def build_config(a: argparse.Namespace) -> RunConfig:
     """The one place the CLI (and, through the same flags, the explorer's form) becomes a RunConfig."""
     return RunConfig(
         data=DataConfig(spec=a.data, image_size=a.image_size, on_bad_image=a.on_bad_image,
-                        data_roots=tuple(a.data_root or ())),
+                        data_roots=tuple(a.data_root or ()), labels_from=getattr(a, "labels_from", None) or "",
+                        parent=getattr(a, "parent", None) or ""),
         model=ModelConfig(backbone=a.backbone, embedding_dim=a.embedding_dim),
         loss=LossConfig(name=a.loss, sigma=a.sigma, norm_lambda=a.norm_lambda, soft_targets=not a.hard_targets,
                         triplets=a.triplets, margin=a.margin),
@@ -42,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to create (or resume)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     t.add_argument("--data-root", action="append", help="only read data under this folder (repeatable)")
+    t.add_argument("--labels-from", metavar="FILE", default=None,
+                   help="apply label corrections before training: a run's review.sqlite, a CSV "
+                        "(id,label[,decision]) or a Label Studio JSON export of our tasks")
+    t.add_argument("--parent", metavar="RUN", default=None,
+                   help="the run the corrections were made on (default: the run holding a review.sqlite)")
     t.add_argument("--image-size", type=int, default=48)
     t.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip")
     t.add_argument("--backbone", choices=("light", "resnet18"), default=None,
@@ -118,6 +124,18 @@ def _cmd_train(a) -> int:
         a.per_class = 16 if a.backbone == "light" else 32
     if a.epochs is None:
         a.epochs = 20 if a.data.strip().lower().startswith("synthetic") else 30
+    if a.labels_from:
+        from .corrections import parent_of
+
+        a.labels_from = str(Path(a.labels_from).expanduser().resolve())
+        if not a.parent and Path(a.labels_from).is_file():
+            a.parent = parent_of(a.labels_from)
+        if a.parent:
+            a.parent = str(Path(a.parent).expanduser().resolve())
+            if not (Path(a.parent) / "manifest.json").is_file():
+                raise ValueError(f"--parent {a.parent}: not a run directory")
+    elif a.parent:
+        raise ValueError("--parent goes with --labels-from")
     cfg = build_config(a)
     run = train(cfg, a.out, resume=a.resume, quiet=a.quiet, progress_bar=not a.no_progress_bar)
     from .runs import Run
@@ -177,7 +195,7 @@ def _cmd_runs(a) -> int:
     if not rows:
         print(f"no runs under {a.root}")
         return 0
-    print(f"{'run':32} {'status':12} {'images':>7} {'kNN acc':>8} {'NMI':>6}  data")
+    print(f"{'run':32} {'status':12} {'images':>7} {'kNN acc':>8} {'NMI':>6}  data / lineage")
     for path, run, problem in rows:
         if run is None:
             print(f"{path.name[:32]:32} {'unreadable':12} {'':>7} {'':>8} {'':>6}  {problem}")
@@ -190,8 +208,22 @@ def _cmd_runs(a) -> int:
         acc = f"{100 * m['knn_accuracy']:.1f}" if "knn_accuracy" in m else "-"
         nmi = f"{100 * m['kmeans_nmi']:.1f}" if "kmeans_nmi" in m else "-"
         n = run.manifest.get("data", {}).get("n_images", "")
-        print(f"{path.name[:32]:32} {run.status:12} {n!s:>7} {acc:>8} {nmi:>6}  {run.config.get('data', {}).get('spec', '')}")
+        print(f"{path.name[:32]:32} {run.status:12} {n!s:>7} {acc:>8} {nmi:>6}  {run.config.get('data', {}).get('spec', '')}"
+              + lineage(run))
     return 0
+
+
+def lineage(run) -> str:
+    """`` <- PARENT + 12 relabelled, 3 dropped (review.sqlite 1a2b3c4d)`` for a run trained on
+    corrections, else ""."""
+    c = run.manifest.get("corrections")
+    if not isinstance(c, dict):
+        return ""
+    a = c.get("applied") or {}
+    parent = run.manifest.get("parent")
+    head = f" <- {Path(parent).name}" if parent else " <- (no parent run)"
+    return (f"{head} + {a.get('relabel', 0)} relabelled, {a.get('drop', 0)} dropped "
+            f"({Path(str(c.get('file', ''))).name} {str(c.get('sha256', ''))[:8]})")
 
 
 def main(argv: list[str] | None = None) -> int:

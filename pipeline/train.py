@@ -216,6 +216,17 @@ class Trainer:
         np.random.seed(cfg.train.seed % (2 ** 32))
         if self.ds is None:
             self.ds = load_source(cfg.data.spec, cfg.data)
+        lineage = {}
+        if cfg.data.labels_from:
+            # before the run directory exists: a bad corrections file trains nothing
+            from .corrections import CORRECTIONS_TABLE, apply_corrections
+
+            self.ds, lineage["corrections"], self.correction_log = apply_corrections(self.ds, cfg.data.labels_from)
+            if cfg.data.parent:
+                lineage["parent"] = cfg.data.parent
+            a = lineage["corrections"]["applied"]
+            _say(f"corrections from {cfg.data.labels_from}: {a['relabel']} relabelled, {a['drop']} dropped from "
+                 f"training, {a['keep']} kept, {a['test_untouched']} on test images left as they are", self.quiet)
         ds = self.ds
         if cfg.data.on_bad_image == "skip" and ds.skipped:
             _say(f"skipped {len(ds.skipped)} unreadable image(s), e.g. {ds.skipped[0][0]}: {ds.skipped[0][1]}", self.quiet)
@@ -238,6 +249,13 @@ class Trainer:
         self.main = self.rank == 0
         if self.main:
             run = self._open_run()
+            if lineage:
+                old = run.manifest.get("corrections")
+                if self.resume and old and old.get("sha256") != lineage["corrections"]["sha256"]:
+                    raise RunError(f"cannot resume: {cfg.data.labels_from} changed since this run started "
+                                   "(its corrections differ); start a new run")
+                run.save_manifest(**lineage)
+                run.put_table(CORRECTIONS_TABLE, self.correction_log)
         else:
             run = _NullRun(self.out)
             self.quiet, self.progress_bar = True, False
