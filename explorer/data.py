@@ -169,6 +169,14 @@ def mislabels(path: str | Path) -> pd.DataFrame | None:
     return _table(str(path), stamp(path), name) if r.has(name) else None
 
 
+def analysis_table(path: str | Path, name: str) -> pd.DataFrame | None:
+    """``analysis/<name>.parquet`` of a run (cached per run state), or None when analyze has not
+    written it (a run analysed before that table existed)."""
+    r = run(path)
+    name = f"analysis/{name}.parquet"
+    return _table(str(path), stamp(path), name) if r.has(name) else None
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _subclass_rows(path: str, stamp_: int) -> np.ndarray | None:
     r = _run(path, stamp_)

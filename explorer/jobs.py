@@ -444,7 +444,7 @@ def retrain_argv(parent: Path, out: Path) -> list[str]:
             "--levels", h.levels, "--min-per-subclass", h.min_per_subclass, "--max-components", h.max_components,
             "--topk", h.topk, "--subclass-features", h.features, "--no-progress-bar"]
     argv += [f for f, on in (("--hard-targets", not lo.soft_targets), ("--no-augment", not t.augment),
-                             ("--compile", t.compile), ("--no-bf16", not t.bf16)) if on]
+                             ("--compile", t.compile), ("--no-bf16", not t.bf16), ("--dedupe", d.dedupe)) if on]
     for r in d.data_roots:
         argv += ["--data-root", r]
     return pipeline_argv(*argv)

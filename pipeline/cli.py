@@ -20,7 +20,7 @@ def build_config(a: argparse.Namespace) -> RunConfig:
     return RunConfig(
         data=DataConfig(spec=a.data, image_size=a.image_size, on_bad_image=a.on_bad_image,
                         data_roots=tuple(a.data_root or ()), labels_from=getattr(a, "labels_from", None) or "",
-                        parent=getattr(a, "parent", None) or ""),
+                        parent=getattr(a, "parent", None) or "", dedupe=bool(getattr(a, "dedupe", False))),
         model=ModelConfig(backbone=a.backbone, embedding_dim=a.embedding_dim),
         loss=LossConfig(name=a.loss, sigma=a.sigma, norm_lambda=a.norm_lambda, soft_targets=not a.hard_targets,
                         triplets=a.triplets, margin=a.margin),
@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(id,label[,decision]) or a Label Studio JSON export of our tasks")
     t.add_argument("--parent", metavar="RUN", default=None,
                    help="the run the corrections were made on (default: the run holding a review.sqlite)")
+    t.add_argument("--dedupe", action="store_true",
+                   help="leave exact and near duplicate images out of training: every train/val copy of a "
+                        "test image, and all but one copy within train/val (test images are kept)")
     t.add_argument("--image-size", type=int, default=48)
     t.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip")
     t.add_argument("--backbone", choices=("light", "resnet18"), default=None,
@@ -150,8 +153,11 @@ def _cmd_train(a) -> int:
     if a.analyze:
         from .analysis import analyze
 
-        analyze(run.path)
+        res = analyze(run.path)
         if not a.quiet:
+            from .quality import describe_counts
+
+            print(describe_counts(res["quality"]["duplicates"]))
             print(f"analysis written to {run.path / 'analysis'}")
     return 0
 
@@ -175,7 +181,10 @@ def _cmd_analyze(a) -> int:
         kw["max_components"] = a.max_components
     if a.subclass_features is not None:
         kw["features"] = a.subclass_features
-    analyze(a.run, **kw)
+    res = analyze(a.run, **kw)
+    from .quality import describe_counts
+
+    print(describe_counts(res["quality"]["duplicates"]))
     print(f"analysis of {a.run} written in {time.time() - t0:.1f} s")
     return 0
 

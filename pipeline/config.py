@@ -14,6 +14,7 @@ class DataConfig:
     data_roots: tuple[str, ...] = ()   # when non-empty, a source path must lie under one of these
     labels_from: str = ""             # corrections applied to the loaded data (pipeline.corrections)
     parent: str = ""                  # the run these corrections were made on (lineage; "" = unknown)
+    dedupe: bool = False               # leave duplicates out of training (pipeline.quality.dedupe_rows)
 
 
 @dataclass(frozen=True)

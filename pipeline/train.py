@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from . import metrics as M
 from .config import RunConfig
+from .corrections import CORRECTIONS_TABLE
 from .embed import embed_images, pick_device, to_input
 from .hierarchy import FEATURES, resolve_features
 from .losses import sgm_loss, softmax_loss, triplet_loss
@@ -219,7 +220,7 @@ class Trainer:
         lineage = {}
         if cfg.data.labels_from:
             # before the run directory exists: a bad corrections file trains nothing
-            from .corrections import CORRECTIONS_TABLE, apply_corrections
+            from .corrections import apply_corrections
 
             self.ds, lineage["corrections"], self.correction_log = apply_corrections(self.ds, cfg.data.labels_from)
             if cfg.data.parent:
@@ -227,6 +228,16 @@ class Trainer:
             a = lineage["corrections"]["applied"]
             _say(f"corrections from {cfg.data.labels_from}: {a['relabel']} relabelled, {a['drop']} dropped from "
                  f"training, {a['keep']} kept, {a['test_untouched']} on test images left as they are", self.quiet)
+        if cfg.data.dedupe:
+            from .quality import dedupe_rows, find_duplicates
+
+            pairs, counts = find_duplicates(self.ds.images, self.ds.table["split"].to_numpy())
+            drop = dedupe_rows(pairs, self.ds.table["split"].to_numpy())
+            lineage["dedupe"] = {**counts, "dropped": int(drop.sum())}
+            if drop.any():
+                self.ds = self.ds.subset(np.flatnonzero(~drop))
+            _say(f"--dedupe: {int(drop.sum())} duplicate image(s) left out of training "
+                 f"({counts['test_leaked']} test image(s) had a copy in train)", self.quiet)
         ds = self.ds
         if cfg.data.on_bad_image == "skip" and ds.skipped:
             _say(f"skipped {len(ds.skipped)} unreadable image(s), e.g. {ds.skipped[0][0]}: {ds.skipped[0][1]}", self.quiet)
@@ -251,11 +262,12 @@ class Trainer:
             run = self._open_run()
             if lineage:
                 old = run.manifest.get("corrections")
-                if self.resume and old and old.get("sha256") != lineage["corrections"]["sha256"]:
+                if self.resume and old and "corrections" in lineage and old.get("sha256") != lineage["corrections"]["sha256"]:
                     raise RunError(f"cannot resume: {cfg.data.labels_from} changed since this run started "
                                    "(its corrections differ); start a new run")
                 run.save_manifest(**lineage)
-                run.put_table(CORRECTIONS_TABLE, self.correction_log)
+                if "corrections" in lineage:
+                    run.put_table(CORRECTIONS_TABLE, self.correction_log)
         else:
             run = _NullRun(self.out)
             self.quiet, self.progress_bar = True, False
