@@ -29,6 +29,7 @@ PAGES = {
     "mislabels": st.Page("views/mislabels.py", title="Mislabels", icon=":material/flag:"),
     "similar": st.Page("views/similar.py", title="Similar", icon=":material/image_search:"),
     "outliers": st.Page("views/outliers.py", title="Outliers & duplicates", icon=":material/report:"),
+    "compare": st.Page("views/compare.py", title="Compare runs", icon=":material/compare:"),
     "summary": st.Page("views/summary.py", title="Summary", icon=":material/photo_library:"),
     "train": st.Page("views/train.py", title="Train", icon=":material/model_training:"),
 }
