@@ -252,17 +252,21 @@ def test_cli_bad_corrections_one_line_and_nothing_trained(tmp_path, ds, args, ne
 
 # ---------------------------------------------------------------------------- the app's job
 def test_retrain_job_uses_the_parents_recipe(tmp_path, tiny_run):
+    import shutil
+
     from pipeline.cli import _parser, build_config
     from pipeline.config import RunConfig
 
+    parent = tmp_path / "parent"
+    shutil.copytree(tiny_run.path, parent)
     with pytest.raises(jobs.JobError, match="no review decisions"):
-        jobs.retrain_argv(tiny_run.path, tmp_path / "child")
+        jobs.retrain_argv(parent, tmp_path / "child")
     (a,) = tiny_run.items()["id"].head(1)
-    ReviewStore(tiny_run.path).flag(a)
-    argv = jobs.retrain_argv(tiny_run.path, tmp_path / "child")
+    ReviewStore(parent).flag(a)
+    argv = jobs.retrain_argv(parent, tmp_path / "child")
     ns = _parser().parse_args(argv[argv.index("pipeline") + 1:])
     cfg = build_config(ns).to_dict()
-    assert cfg["data"]["labels_from"].endswith("review.sqlite") and Path(cfg["data"]["parent"]) == tiny_run.path.resolve()
+    assert cfg["data"]["labels_from"].endswith("review.sqlite") and Path(cfg["data"]["parent"]) == parent.resolve()
     cfg["data"]["labels_from"] = cfg["data"]["parent"] = ""
     assert cfg == RunConfig.from_dict(tiny_run.config).to_dict()
 
