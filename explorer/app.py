@@ -31,6 +31,8 @@ PAGES = {
     "mislabels": st.Page("views/mislabels.py", title="Mislabels", icon=":material/flag:"),
     "tags": st.Page("views/tags.py", title="Tags", icon=":material/label:"),
     "similar": st.Page("views/similar.py", title="Similar", icon=":material/image_search:"),
+    "outliers": st.Page("views/outliers.py", title="Outliers & duplicates", icon=":material/report:"),
+    "compare": st.Page("views/compare.py", title="Compare runs", icon=":material/compare:"),
     "summary": st.Page("views/summary.py", title="Summary", icon=":material/photo_library:"),
     "train": st.Page("views/train.py", title="Train", icon=":material/model_training:"),
 }
@@ -86,6 +88,7 @@ def sidebar_train_form(root: Path) -> None:
     if st.sidebar.button("Train a new model", icon=":material/model_training:", key="open_train", width="stretch"):
         train_dialog(root)
     with st.sidebar:
+        widgets.retrain_button(root)
         widgets.job_panel(compact=True)
 
 

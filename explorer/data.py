@@ -172,6 +172,26 @@ def mislabels(path: str | Path) -> pd.DataFrame | None:
     return _table(str(path), stamp(path), name) if r.has(name) else None
 
 
+@st.cache_data(max_entries=4, show_spinner="Comparing the two runs…")
+def _compare(path_a: str, stamp_a: int, path_b: str, stamp_b: int) -> dict:
+    from pipeline.compare import compare as compare_runs
+
+    return compare_runs(_run(path_a, stamp_a), _run(path_b, stamp_b))
+
+
+def compare(path_a: str | Path, path_b: str | Path) -> dict:
+    """pipeline.compare.compare of two runs, cached until either changes."""
+    return _compare(str(path_a), stamp(path_a), str(path_b), stamp(path_b))
+
+
+def analysis_table(path: str | Path, name: str) -> pd.DataFrame | None:
+    """``analysis/<name>.parquet`` of a run (cached per run state), or None when analyze has not
+    written it (a run analysed before that table existed)."""
+    r = run(path)
+    name = f"analysis/{name}.parquet"
+    return _table(str(path), stamp(path), name) if r.has(name) else None
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _subclass_rows(path: str, stamp_: int) -> np.ndarray | None:
     r = _run(path, stamp_)

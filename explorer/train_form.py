@@ -126,6 +126,37 @@ def start_train(root: Path, req: TrainRequest, *, analyze: bool = True, run_dir:
     return start(root, kind, run_dir, steps, title=title)
 
 
+def retrain_argv(parent: Path, out: Path) -> list[str]:
+    """``pipeline train --config <parent>/manifest.json --labels-from <parent>/review.sqlite``: the
+    parent run's own recipe on the corrected labels, so the two runs compare like for like."""
+    parent = Path(parent).resolve()
+    try:
+        open_run(parent)
+    except RunError as exc:
+        raise JobError(f"cannot retrain from {parent.name}: {exc}") from None
+    db = parent / "review.sqlite"
+    if not db.is_file():
+        raise JobError(f"{parent.name} has no review decisions yet: flag or relabel images first")
+    return pipeline_argv("train", "--config", parent / MANIFEST, "--out", out, "--labels-from", db,
+                         "--parent", parent, "--no-progress-bar")
+
+
+def start_retrain(root: Path, parent: Path, *, analyze: bool = True) -> Job:
+    """"Retrain with my corrections": the parent's recipe on its review decisions, in a new run
+    next to it (then analyze it)."""
+    parent = Path(parent)
+    base = f"{parent.name[:40]}-corrected-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(root) / base
+    i = 2
+    while out.exists():
+        out = Path(root) / f"{base}-{i}"
+        i += 1
+    steps = [retrain_argv(parent, out)]
+    if analyze:
+        steps.append(pipeline_argv("analyze", str(out)))
+    return start(root, "retrain", out, steps, title=f"{parent.name} retrained with its corrections")
+
+
 def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: str = "demo") -> Job:
     """Build the first-launch demo in ``root/name``: train then analyze, or whatever is left of it
     (resume an interrupted training, analyze a trained but unanalysed run)."""
@@ -149,4 +180,4 @@ def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: st
                  title="the synthetic demo")
 
 
-__all__ = ["TrainRequest", "FORM_BACKBONES", "LOSSES", "check_spec", "bare_path_spec", "config_file", "start_train", "start_demo"]
+__all__ = ["retrain_argv", "start_retrain", "TrainRequest", "FORM_BACKBONES", "LOSSES", "check_spec", "bare_path_spec", "config_file", "start_train", "start_demo"]

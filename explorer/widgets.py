@@ -446,6 +446,29 @@ def analyze_button(path: str) -> None:
         job_panel(compact=False)
 
 
+def retrain_button(root: Path) -> None:
+    """"Retrain with my corrections": the current run's recipe on its flags and relabels, as a
+    background job (``pipeline train --labels-from <run>/review.sqlite``)."""
+    path = State.run_path()
+    if not path:
+        return
+    counts = store(path).counts()
+    n = counts.get("flag", 0) + counts.get("relabel", 0)
+    job = jobs.current(root)
+    busy = job is not None and job.active
+    help_ = (f"Train again with this run's settings: {counts.get('relabel', 0)} relabelled image(s) take their new "
+             f"label, {counts.get('flag', 0)} flagged image(s) leave training; test images are never changed.")
+    if st.button("Retrain with my corrections", icon=":material/published_with_changes:", key="retrain",
+                 disabled=busy or n == 0, help=help_ if n else "Flag or relabel images first.", width="stretch"):
+        try:
+            job = train_form_.start_retrain(root, Path(path))
+        except (jobs.JobError, OSError) as exc:
+            st.error(md(str(exc)))
+        else:
+            st.toast(md(f"Started: {job.title}"), icon=":material/play_arrow:")
+            st.rerun()
+
+
 def _job_body(compact: bool) -> None:
     root = settings.runs_root()
     job = jobs.current(root)

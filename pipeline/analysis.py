@@ -495,6 +495,15 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     timings["mislabels"] = time.perf_counter() - t0
     say(f"mislabels in {timings['mislabels']:.1f}s")
 
+    # -- outliers and duplicates
+    t0 = time.perf_counter()
+    from .quality import describe_counts, write_quality
+
+    quality = write_quality(run, items, z)
+    run.save_manifest()
+    timings["quality"] = time.perf_counter() - t0
+    say(f"outliers and {describe_counts(quality['duplicates'])} in {timings['quality']:.1f}s")
+
     # -- confusion (kNN predictions stored by training; recomputed the same way if absent)
     if "pred" in items.columns:
         pred = items["pred"].to_numpy(np.int64)
@@ -559,6 +568,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     metrics = run.metrics()
     metrics["subclass"] = sub_metrics
     metrics["mislabels"] = mis_metrics
+    metrics["quality"] = quality
     run.put_json("metrics.json", metrics)
     run.save_manifest()
 
@@ -569,4 +579,4 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
         timings[f"map_{method}"] = time.perf_counter() - t0
         say(f"{method} map in {timings[f'map_{method}']:.1f}s")
     timings["total"] = time.perf_counter() - t_all
-    return {"subclass": sub_metrics, "mislabels": mis_metrics, "timings": timings}
+    return {"subclass": sub_metrics, "mislabels": mis_metrics, "quality": quality, "timings": timings}

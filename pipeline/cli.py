@@ -49,6 +49,11 @@ def build_config(a: argparse.Namespace) -> RunConfig:
     values.update({field: on for dest, (field, on) in TRAIN_SWITCHES.items() if getattr(a, dest, None)})
     if getattr(a, "data_root", None):
         values["data.data_roots"] = tuple(a.data_root)
+    for dest in ("labels_from", "parent"):
+        if getattr(a, dest, None):
+            values[f"data.{dest}"] = str(getattr(a, dest))
+    if getattr(a, "dedupe", None):
+        values["data.dedupe"] = True
     return C.with_values(cfg, values)
 
 
@@ -70,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to create (or resume)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     t.add_argument("--data-root", action="append", help="only read data under this folder (repeatable)")
+    t.add_argument("--labels-from", metavar="FILE",
+                   help="apply label corrections before training: a run's review.sqlite, a CSV "
+                        "(id,label[,decision]) or a Label Studio JSON export of our tasks")
+    t.add_argument("--parent", metavar="RUN",
+                   help="the run the corrections were made on (default: the run holding a review.sqlite)")
+    t.add_argument("--dedupe", action="store_true", default=None,
+                   help="leave exact and near duplicate images out of training: every train/val copy of a "
+                        "test image, and all but one copy within train/val (test images are kept)")
     t.add_argument("--image-size", type=int, help=_default(DataConfig, "image_size"))
     t.add_argument("--on-bad-image", choices=C.BAD_IMAGE, help=_default(DataConfig, "on_bad_image"))
     t.add_argument("--backbone", choices=C.BACKBONES, help="default: resnet18 on a GPU, light on the CPU")
@@ -100,9 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-components", type=int, help=_default(HierarchyConfig, "max_components"))
     t.add_argument("--topk", type=int, help=_default(HierarchyConfig, "topk"))
     t.add_argument("--subclass-features", choices=C.SUBCLASS_FEATURES,
-                   help="what Algorithm 2's per-class mixtures (and analyze's, unless told otherwise) fit on; "
-                        "auto (the default): the SGM posterior and the crowd's votes when the data has votes, "
-                        "else the embedding")
+                   help="what Algorithm 2's per-class mixtures (and analyze's first facet, unless told otherwise) "
+                        "fit on; auto (the default): the embedding; posterior+votes: the SGM posterior and the "
+                        "crowd's votes (needs votes)")
     t.add_argument("--analyze", action="store_true", help="run `analyze` when training is done")
     t.add_argument("--no-progress-bar", action="store_true")
     t.add_argument("--quiet", action="store_true")
@@ -119,8 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("--maps", default="tsne,umap,pca", help="comma-separated: tsne, umap, pca (or none)")
     an.add_argument("--max-components", type=int, default=None)
     an.add_argument("--subclass-features", choices=C.SUBCLASS_FEATURES, default=None,
-                    help="what the per-class mixtures are fit on (default auto: the SGM posterior and the "
-                         "crowd's votes when the data has votes, else the embedding)")
+                    help="which facet comes first (default auto: the image facets; posterior+votes: the "
+                         "crowd's reading, which needs votes and is added after the image facets anyway)")
     an.add_argument("--seed", type=int, default=0)
 
     s = sub.add_parser("similar", help="nearest images in a run to a new picture")
@@ -136,6 +149,18 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_train(a) -> int:
     from .train import train
 
+    if getattr(a, "labels_from", None):
+        from .corrections import parent_of
+
+        a.labels_from = str(Path(a.labels_from).expanduser().resolve())
+        if not a.parent and Path(a.labels_from).is_file():
+            a.parent = parent_of(a.labels_from)
+        if a.parent:
+            a.parent = str(Path(a.parent).expanduser().resolve())
+            if not (Path(a.parent) / "manifest.json").is_file():
+                raise ValueError(f"--parent {a.parent}: not a run directory")
+    elif getattr(a, "parent", None):
+        raise ValueError("--parent goes with --labels-from")
     cfg = build_config(a)
     run = train(cfg, a.out, resume=a.resume, quiet=a.quiet, progress_bar=not a.no_progress_bar)
     from .runs import Run
@@ -154,6 +179,9 @@ def _cmd_train(a) -> int:
 
         out = analyze(run.path)
         if not a.quiet:
+            from .quality import describe_counts
+
+            print(describe_counts(out["quality"]["duplicates"]))
             print(f"analysis written to {run.path / 'analysis'}")
             if format_recovery(out["subclass"]):
                 print(format_recovery(out["subclass"]))
@@ -187,6 +215,9 @@ def _cmd_analyze(a) -> int:
     from .analysis import format_recovery
 
     out = analyze(a.run, **kw)
+    from .quality import describe_counts
+
+    print(describe_counts(out["quality"]["duplicates"]))
     print(f"analysis of {a.run} written in {time.time() - t0:.1f} s")
     if format_recovery(out["subclass"]):
         print(format_recovery(out["subclass"]))
@@ -208,7 +239,7 @@ def _cmd_runs(a) -> int:
     if not rows:
         print(f"no runs under {a.root}")
         return 0
-    print(f"{'run':32} {'status':12} {'images':>7} {'kNN acc':>8} {'NMI':>6}  data")
+    print(f"{'run':32} {'status':12} {'images':>7} {'kNN acc':>8} {'NMI':>6}  data / lineage")
     for path, run, problem in rows:
         if run is None:
             print(f"{path.name[:32]:32} {'unreadable':12} {'':>7} {'':>8} {'':>6}  {problem}")
@@ -221,7 +252,7 @@ def _cmd_runs(a) -> int:
         acc = f"{100 * m['knn_accuracy']:.1f}" if "knn_accuracy" in m else "-"
         nmi = f"{100 * m['kmeans_nmi']:.1f}" if "kmeans_nmi" in m else "-"
         n = run.manifest.get("data", {}).get("n_images", "")
-        print(f"{path.name[:32]:32} {run.status:12} {n!s:>7} {acc:>8} {nmi:>6}  {_spec(run)}")
+        print(f"{path.name[:32]:32} {run.status:12} {n!s:>7} {acc:>8} {nmi:>6}  {_spec(run)}" + lineage(run))
     return 0
 
 
@@ -232,6 +263,19 @@ def _spec(run) -> str:
         return run.config.data.spec
     except RunError as exc:
         return f"(config unreadable: {exc})"
+
+
+def lineage(run) -> str:
+    """`` <- PARENT + 12 relabelled, 3 dropped (review.sqlite 1a2b3c4d)`` for a run trained on
+    corrections, else ""."""
+    c = run.manifest.get("corrections")
+    if not isinstance(c, dict):
+        return ""
+    a = c.get("applied") or {}
+    parent = run.manifest.get("parent")
+    head = f" <- {Path(parent).name}" if parent else " <- (no parent run)"
+    return (f"{head} + {a.get('relabel', 0)} relabelled, {a.get('drop', 0)} dropped "
+            f"({Path(str(c.get('file', ''))).name} {str(c.get('sha256', ''))[:8]})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,9 @@ class DataConfig:
     image_size: int = 48               # images are resized to image_size x image_size grayscale
     on_bad_image: str = "skip"        # one of BAD_IMAGE: "skip" (count and go on) or "fail" (stop, naming the file)
     data_roots: tuple[str, ...] = ()   # when non-empty, a source path must lie under one of these
+    labels_from: str = ""             # corrections applied to the loaded data (pipeline.corrections)
+    parent: str = ""                  # the run these corrections were made on (lineage; "" = unknown)
+    dedupe: bool = False               # leave duplicates out of training (pipeline.quality.dedupe_rows)
 
 
 @dataclass(frozen=True)

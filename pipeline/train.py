@@ -22,6 +22,7 @@ import torch
 from . import metrics as M
 from .augment import step_generator
 from .config import ConfigError, RunConfig
+from .corrections import CORRECTIONS_TABLE
 from .distributed import NullRun, distributed, embed_sharded
 from .errors import one_line
 from .embed import backbone_features, embed_images, pick_device
@@ -120,6 +121,27 @@ class Trainer:
         np.random.seed(cfg.train.seed % (2 ** 32))
         if self.ds is None:
             self.ds = load_source(cfg.data.spec, cfg.data)
+        lineage = {}
+        if cfg.data.labels_from:
+            # before the run directory exists: a bad corrections file trains nothing
+            from .corrections import apply_corrections
+
+            self.ds, lineage["corrections"], self.correction_log = apply_corrections(self.ds, cfg.data.labels_from)
+            if cfg.data.parent:
+                lineage["parent"] = cfg.data.parent
+            a = lineage["corrections"]["applied"]
+            _say(f"corrections from {cfg.data.labels_from}: {a['relabel']} relabelled, {a['drop']} dropped from "
+                 f"training, {a['keep']} kept, {a['test_untouched']} on test images left as they are", self.quiet)
+        if cfg.data.dedupe:
+            from .quality import dedupe_rows, find_duplicates
+
+            pairs, counts = find_duplicates(self.ds.images, self.ds.table["split"].to_numpy())
+            drop = dedupe_rows(pairs, self.ds.table["split"].to_numpy())
+            lineage["dedupe"] = {**counts, "dropped": int(drop.sum())}
+            if drop.any():
+                self.ds = self.ds.subset(np.flatnonzero(~drop))
+            _say(f"--dedupe: {int(drop.sum())} duplicate image(s) left out of training "
+                 f"({counts['test_leaked']} test image(s) had a copy in train)", self.quiet)
         ds = self.ds
         if cfg.data.on_bad_image == "skip" and ds.skipped:
             _say(f"skipped {len(ds.skipped)} unreadable image(s), e.g. {ds.skipped[0][0]}: {ds.skipped[0][1]}", self.quiet)
@@ -142,6 +164,14 @@ class Trainer:
         self.main = self.rank == 0
         if self.main:
             run = self._open_run()
+            if lineage:
+                old = run.manifest.get("corrections")
+                if self.resume and old and "corrections" in lineage and old.get("sha256") != lineage["corrections"]["sha256"]:
+                    raise RunError(f"cannot resume: {cfg.data.labels_from} changed since this run started "
+                                   "(its corrections differ); start a new run")
+                run.save_manifest(**lineage)
+                if "corrections" in lineage:
+                    run.put_table(CORRECTIONS_TABLE, self.correction_log)
         else:
             run = NullRun(self.out)
             self.quiet, self.progress_bar = True, False
