@@ -16,7 +16,9 @@ Stages, in this order (the cheapest evidence first, so a session cut short still
 5. ``mislabels``: every FER+ image with an original FER2013 label
    (``FER_DIR/fer2013_original_labels.csv``), trained on those labels (votes never reach
    training) with 2-fold cross-fitting, then ``pipeline.analysis.analyze``: AP of our ranking and
-   of cleanlab's against FER+ majority disagreement. Epochs are sized from stage 4's throughput to
+   of cleanlab's against FER+ majority disagreement; and :mod:`pipeline.mislabel_select`: the
+   constants chosen on one random half of the training split, AP on the other half only, cleanlab
+   on 5-fold cross-validated pred_probs and on our trust-weighted votes. Epochs are sized from stage 4's throughput to
    fit the stage budget.
 6. ``compile``: ``torch.compile`` of the bare and (CUDA) our step in a child process under what is
    left of the budget (:func:`bench.subproc.run_child`), compile time and compiled vs eager.
@@ -274,13 +276,17 @@ def stage_mislabels(ds, fer_dir: Path, work: Path, *, backbone: str, dev: str, p
     res = analyze(out, maps=())
     mis = res["mislabels"]
     m = run.metrics()
+    from pipeline.mislabel_select import for_run
+
+    chosen = for_run(run, seed=seed)          # constants chosen on one half, AP on the other
     return {"n_images": int(len(od.table)), "n_train": n_train, "base_rate": float(od.table["gt_mislabeled"].mean()),
             "epochs": epochs, "crossfit": 2, "train_s": round(train_s, 1), "analyze_s": round(time.perf_counter() - t, 1),
             "evidence": mis.get("evidence"), "k": mis.get("k"),
             "ap_ours": mis.get("ours", {}).get("ap"), "ap_cleanlab": mis.get("cleanlab", {}).get("ap"),
             "precision_at_k_ours": mis.get("ours", {}).get("precision_at_k"),
             "test_knn_accuracy_original_labels": m.get("test", {}).get("knn_accuracy"),
-            "leave_one_out": mis.get("leave_one_out"), "crossfit_only": mis.get("crossfit")}
+            "leave_one_out": mis.get("leave_one_out"), "crossfit_only": mis.get("crossfit"),
+            "selection_report": chosen}
 
 
 def stage_compile(backbone: str, dev: str, budget_s: float, *, tiny: bool, work: Path) -> dict:
@@ -328,7 +334,14 @@ def table(result: dict) -> str:
     ml = st.get("mislabels", {})
     if ml.get("status") == "ok":
         lines.append(f"  mislabels ({ml['n_images']} images, base rate {ml['base_rate']:.3f}, {ml['epochs']} epochs, "
-                     f"cross-fit 2): AP ours {ml['ap_ours']:.3f}, cleanlab {ml['ap_cleanlab']:.3f}")
+                     f"cross-fit 2): AP ours {ml['ap_ours']:.3f}, cleanlab {ml['ap_cleanlab']:.3f} (all images, default constants)")
+        sr = ml.get("selection_report") or {}
+        if sr:
+            r = sr["rankings"]
+            lines.append(f"  report half ({sr['report_n']} images; constants {sr['chosen']} chosen on the other "
+                         f"{sr['selection_n']}): ours {r['ours']['report']:.3f}, cleanlab on 5-fold pred_probs "
+                         f"{r['cleanlab_cv']['report']:.3f}, on our trust-weighted votes {r['cleanlab_trusted']['report']:.3f}, "
+                         f"plain votes {r['cleanlab_plain']['report']:.3f}; best on selection: {sr['best_on_selection']}")
     return "\n".join(lines)
 
 
