@@ -12,7 +12,7 @@ def test_failures_and_skips_are_recorded_and_the_json_follows_every_stage(tmp_pa
 
     def boom(b):
         seen.append(json.loads(out.read_text())["stages"].keys())    # the JSON already holds stage one
-        raise ValueError("no such file: labels.csv\\nsecond line")
+        raise ValueError("no such file: labels.csv\nsecond line")
 
     assert chk.stage("one", lambda b: {"x": 1}, need_s=0) == {"x": 1}
     assert chk.stage("two", boom, need_s=0) is None
