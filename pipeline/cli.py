@@ -18,7 +18,12 @@ from .hierarchy import FEATURES
 def default_crossfit(device: str) -> int:
     """Cross-fit folds when none are asked for: 2 when training on a GPU (out-of-sample mislabel
     evidence; two more models, each on half the training split), 0 on a CPU, where those two
-    models would add to the demo's few minutes; ``--crossfit 2`` turns it on there."""
+    models would add to the demo's few minutes; ``--crossfit 2`` turns it on there. Off under
+    torchrun (WORLD_SIZE > 1): the fold models are trained by rank 0 alone."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 0
     if device == "auto":
         import torch
 
