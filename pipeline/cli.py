@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import config as C
-from .config import DataConfig, HierarchyConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
+from .config import DataConfig, HierarchyConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, default_crossfit  # noqa: F401
 
 # ``train`` flag (argparse dest) -> the RunConfig field it sets. Every flag defaults to None ("not
 # given") so the defaults live only in pipeline.config: the dataclasses and recipe().
@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-bf16", action="store_true", default=None)
     t.add_argument("--knn-k", type=int, help=_default(TrainConfig, "knn_k"))
     t.add_argument("--crossfit", type=int, metavar="K",
-                   help="also train K fold models so mislabel evidence is out-of-sample (K >= 2)")
+                   help="also train K fold models so mislabel evidence is out-of-sample (K >= 2; 0: none); "
+                        "default 2 on a GPU, 0 on a CPU")
     t.add_argument("--levels", type=int, help="L of Algorithm 2 (DGMS); 1 = plain SGM (the default)")
     t.add_argument("--min-per-subclass", type=int, help=f"Mc of Algorithm 2 ({_default(HierarchyConfig, 'min_per_subclass')})")
     t.add_argument("--max-components", type=int, help=_default(HierarchyConfig, "max_components"))

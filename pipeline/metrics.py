@@ -155,6 +155,8 @@ def format_table(metrics: dict) -> str:
     splits = [s for s in ("train", "val", "test") if s in metrics] + [s for s in metrics if s.startswith("cross:")]
     cols = [("n", "n"), ("kNN acc", "knn_accuracy"), ("prec", "knn_precision"), ("rec", "knn_recall"), ("F1", "knn_f1"),
             ("NMI", "kmeans_nmi"), ("KM-F1", "kmeans_f1"), ("Eq5 acc", "posterior_accuracy")]
+    if any("classifier_accuracy" in metrics[s] for s in splits):
+        cols.append(("clf acc", "classifier_accuracy"))      # the softmax baseline's own classifier
     lines = ["split".ljust(22) + "".join(h.rjust(9) for h, _ in cols)]
     for s in splits:
         m = metrics[s]

@@ -47,10 +47,15 @@ def resnet18_small(embedding_dim: int = 64) -> nn.Module:
 
 
 class Embedder(nn.Module):
-    """Backbone -> embedding; an optional linear classifier on top for the softmax baseline."""
+    """Backbone -> embedding; an optional linear classifier on top for the softmax baseline.
 
-    def __init__(self, backbone: str = "light", embedding_dim: int = 64, num_classes: int = 0):
+    ``normalize``: the embedding is L2-normalised (the triplet baseline: its loss works on the unit
+    sphere, so kNN, K-means, retrieval and checkpoint choice must see the same normalised vectors)."""
+
+    def __init__(self, backbone: str = "light", embedding_dim: int = 64, num_classes: int = 0,
+                 normalize: bool = False):
         super().__init__()
+        self.normalize = normalize
         if backbone == "light":
             self.backbone = LightNet(embedding_dim)
         elif backbone == "resnet18":
@@ -60,9 +65,11 @@ class Embedder(nn.Module):
         self.classifier = nn.Linear(embedding_dim, num_classes) if num_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        z = self.backbone(x)
+        return nn.functional.normalize(z.float(), dim=1) if self.normalize else z
 
 
 def build_model(model_cfg, num_classes: int, loss_name: str) -> Embedder:
     return Embedder(model_cfg.backbone, model_cfg.embedding_dim,
-                    num_classes=num_classes if loss_name == "softmax" else 0)
+                    num_classes=num_classes if loss_name == "softmax" else 0,
+                    normalize=loss_name == "triplet")

@@ -364,15 +364,24 @@ class Trainer:
 
     @torch.no_grad()
     def _val_score(self, model, images, y_all, train_rows, val_rows, C: int, dev) -> float:
-        """Model selection signal: Eq. 5 accuracy on (up to 2,048) validation images with class means
-        from (up to 1,536) training images; training-split kNN accuracy when there is no val split."""
-        if len(val_rows) == 0:
+        """Model selection signal on (up to 2,048) validation images against (up to 1,536) training
+        images: Eq. 5 accuracy for SGM (its class means), kNN accuracy for the triplet and softmax
+        baselines (their embeddings are not trained as Gaussians around class means, so Eq. 5 would
+        choose their checkpoints by a rule they were never fit to). Training-split rows when there
+        is no val split."""
+        no_val = len(val_rows) == 0
+        if no_val:
             val_rows = train_rows
         rng = np.random.default_rng(self.cfg.train.seed)
         tr = train_rows if len(train_rows) <= 1536 else np.sort(rng.choice(train_rows, 1536, replace=False))
         va = val_rows if len(val_rows) <= 2048 else np.sort(rng.choice(val_rows, 2048, replace=False))
         zt = embed_images(model, images[torch.from_numpy(tr).to(images.device)], device=dev)
         zv = embed_images(model, images[torch.from_numpy(va).to(images.device)], device=dev)
+        if self.cfg.loss.name != "sgm":
+            if no_val:          # leave-one-out kNN on the training sample
+                zv, va = zt, tr
+            pred = M.knn_predict(zt, y_all[tr], zv, k=self.cfg.train.knn_k, num_classes=C, exclude_self=no_val)
+            return float((pred == y_all[va]).mean())
         mu = M.class_means(zt, y_all[tr], C)
         post = M.gaussian_posterior(zv, mu, sigma=self.cfg.loss.sigma)
         return float((post.argmax(1) == y_all[va]).mean())
@@ -395,8 +404,8 @@ def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progr
     """Out-of-sample evidence for mislabel ranking by cross-fitting.
 
     The training split is cut into K label-stratified folds; for each fold a model is trained on the
-    other K-1 (a complete run under ``<run>/crossfit/fold<k>``, resumable like any run) and embeds the
-    held-out fold, so no image's label ever shaped the embedding that judges it. Rows outside the
+    other K-1 (a complete run under ``<run>/crossfit/fold<k>``, resumable like any run; its checkpoint
+    is chosen on 10 % of those K-1 folds, carved per class) and embeds the held-out fold, so no image's label ever shaped the embedding that judges it. Rows outside the
     training split are scored by every fold model and averaged. Writes ``crossfit_posterior.npy``
     (N, C) (Eq. 5 against the fold's training class means) and ``crossfit_votes.npy`` (N, C) (labels
     of the k nearest fold-training images) into the run.
@@ -417,13 +426,22 @@ def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progr
     post = np.zeros((len(y), C), np.float64)
     votes = np.zeros((len(y), C), np.float64)
     fold_cfg = cfg.replace(train=dc_replace(cfg.train, crossfit=0), hierarchy=dc_replace(cfg.hierarchy, levels=1))
+    # each fold model picks its checkpoint on a validation set carved (label-stratified, 10 %) from
+    # its own training rows: the images it will judge (its held-out fold) and the run's val and
+    # test rows never choose its weights
     for f in range(K):
         held = train_rows[fold[train_rows] == f]
-        fit = train_rows[fold[train_rows] != f]
-        rows = np.concatenate([fit, held, other_rows])
+        fit_all = train_rows[fold[train_rows] != f]
+        is_val = np.zeros(len(fit_all), bool)
+        for c in np.unique(y[fit_all]):
+            idx = np.flatnonzero(y[fit_all] == c)
+            if len(idx) >= 10:
+                is_val[rng.permutation(idx)[: len(idx) // 10]] = True
+        fit, fval = fit_all[~is_val], fit_all[is_val]
+        rows = np.concatenate([fit, fval, held, other_rows])
         sub = ds.subset(rows)
-        sub.table["split"] = np.concatenate([np.full(len(fit), "train"), np.full(len(held), "test"),
-                                             np.full(len(other_rows), "val")]).astype(object)
+        sub.table["split"] = np.concatenate([np.full(len(fit), "train"), np.full(len(fval), "val"),
+                                             np.full(len(held) + len(other_rows), "test")]).astype(object)
         out = run.path / "crossfit" / f"fold{f}"
         _say(f"cross-fitting fold {f + 1}/{K}: training on {len(fit)} images, judging {len(held)}", quiet)
         try:
@@ -433,9 +451,9 @@ def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progr
             fr = Trainer(fold_cfg, out, resume=resume, quiet=True, progress_bar=progress_bar, dataset=sub).run()
         z = np.asarray(fr.embeddings())
         mu = np.asarray(fr.array("class_means.npy"))
-        nf = len(fit)
+        nf = len(fit) + len(fval)       # judged rows follow the fold's train and val rows
         p = M.gaussian_posterior(z[nf:], mu, sigma=cfg.loss.sigma)
-        v = M.knn_votes(z[:nf], y[fit], z[nf:], k=cfg.train.knn_k, num_classes=C) * cfg.train.knn_k
+        v = M.knn_votes(z[:len(fit)], y[fit], z[nf:], k=cfg.train.knn_k, num_classes=C) * cfg.train.knn_k
         nh = len(held)
         post[held] = p[:nh]
         votes[held] = v[:nh]
@@ -444,6 +462,31 @@ def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progr
     run.put_array("crossfit_posterior.npy", post.astype(np.float32))
     run.put_array("crossfit_votes.npy", votes.astype(np.float32))
     run.save_manifest()
+
+
+def _classifier_head(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray] | None:
+    """(W (C, D), b (C,)) of the softmax baseline's linear classifier; None for metric losses."""
+    lin = getattr(model, "classifier", None)
+    if lin is None:
+        return None
+    return lin.weight.detach().float().cpu().numpy(), lin.bias.detach().float().cpu().numpy()
+
+
+def _checkpoint_head(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
+    """The softmax classifier of the checkpoint the run's embeddings came from (best, else last)."""
+    ckdir = run.path / "checkpoints"
+    for name in ("best.pt", "last.pt"):
+        if (ckdir / name).exists():
+            sd = load_torch(ckdir / name, map_location="cpu")["model"]
+            if "classifier.weight" in sd:
+                return sd["classifier.weight"].float().numpy(), sd["classifier.bias"].float().numpy()
+            return None
+    return None
+
+
+def classifier_predict(z: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The softmax baseline's own prediction: argmax of its classifier's logits on the embedding."""
+    return (np.asarray(z, np.float32) @ weight.T + bias).argmax(1)
 
 
 def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig, dev: torch.device,
@@ -483,6 +526,11 @@ def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig,
             continue
         metrics[s] = M.evaluate_split(z[tr], y[tr], z[m], y[m], num_classes=C, k=k, sigma=cfg.loss.sigma,
                                       means=mu, seed=cfg.train.seed, exclude_self=(s == "train"))
+    head = _classifier_head(model)
+    if head is not None:
+        cls_pred = classifier_predict(z, *head)
+        for s in metrics:
+            metrics[s]["classifier_accuracy"] = float((cls_pred[split == s] == y[split == s]).mean())
     run.put_array("images.npy", ds.images)
     run.put_array("embeddings.npy", z)
     # the backbone's pooled feature maps: what analyze finds sub-classes on (pipeline.embed)
@@ -520,6 +568,7 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
     tr = split == "train"
     C = len(run.classes)
     mu = np.asarray(run.array("class_means.npy"))
+    head = _checkpoint_head(run) if cfg.loss.name == "softmax" else None
     if data_spec is None:
         out = {}
         for s in ("train", "val", "test"):
@@ -528,6 +577,8 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
                 continue
             out[s] = M.evaluate_split(z[tr], y[tr], z[m], y[m], num_classes=C, k=cfg.train.knn_k,
                                       sigma=cfg.loss.sigma, means=mu, seed=cfg.train.seed, exclude_self=(s == "train"))
+            if head is not None:
+                out[s]["classifier_accuracy"] = float((classifier_predict(z[m], *head) == y[m]).mean())
     else:
         dcfg = DataConfig(spec=data_spec, image_size=cfg.data.image_size, on_bad_image=cfg.data.on_bad_image,
                           data_roots=tuple(data_roots))
@@ -546,6 +597,8 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
         res = M.evaluate_split(z[tr_shared], y[tr_shared], zo, yo, num_classes=C, k=cfg.train.knn_k,
                                sigma=cfg.loss.sigma, means=np.where(np.isin(np.arange(C), shared)[:, None], mu, np.nan),
                                seed=cfg.train.seed)
+        if head is not None:
+            res["classifier_accuracy"] = float((classifier_predict(zo, *head) == yo).mean())
         res["classes_matched"] = [run.classes[c] for c in shared]
         res["images_unmatched"] = int((~keep).sum())
         res["class_match"] = match.matched(run.classes)      # its folder/label name -> the run's class

@@ -152,6 +152,8 @@ def test_mislabel_queue_actions_and_export(runs_root):
     at = goto(start(), "mislabels")
     keeps = [b.key for b in at.button if b.key and b.key.startswith("keep_")]
     assert len(keeps) == 12
+    # the fixture run has no cross-fit: the page says its evidence came from a model that saw the labels
+    assert any("the model saw this label" in c.value for c in at.caption)
     first, second, third = (k.split("_", 1)[1] for k in keeps[:3])
     at.button(key=f"flag_{first}").click().run()
     ok(at)

@@ -41,3 +41,18 @@ def test_bad_input_gets_one_line_error_and_exit_1(tmp_path, args, needle):
     lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_crossfit_defaults_on_for_a_gpu_and_off_for_a_cpu(monkeypatch):
+    from pipeline.cli import _parser, build_config, default_crossfit
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert default_crossfit("cuda") == 0          # under torchrun rank 0 alone would train the folds
+    monkeypatch.delenv("WORLD_SIZE")
+
+    assert default_crossfit("cuda") == 2 and default_crossfit("cuda:1") == 2 and default_crossfit("cpu") == 0
+    cfg = lambda *extra: build_config(_parser().parse_args(["train", "--data", "synthetic", "--out", "x", *extra]))  # noqa: E731
+    assert cfg("--device", "cpu").train.crossfit == 0
+    assert cfg("--device", "cuda").train.crossfit == 2
+    assert cfg("--device", "cuda", "--crossfit", "0").train.crossfit == 0
+    assert cfg("--device", "cpu", "--crossfit", "3").train.crossfit == 3

@@ -32,6 +32,14 @@ if strength.weak:
                "disagreement is the model's error, not the label's, and the top of the queue holds many correct "
                "labels. Train longer (more epochs) or a stronger backbone before trusting it.",
                icon=":material/warning:")
+evidence = str((data.metrics(path).get("mislabels") or {}).get("evidence", ""))
+if "crossfit" in evidence:
+    st.caption("Evidence: **out-of-sample**: models trained without each image (cross-fitting) judged it, pooled "
+               "with the main model's leave-one-out neighbours and class means (that model saw the label).")
+else:
+    st.caption("Evidence: **the model saw this label**: neighbours and class means leave each image out, but the "
+               "embedding was trained with its label, which pulls the image towards its class. Train with "
+               "`--crossfit 2` for out-of-sample evidence.")
 f1, f2, f3, f4 = st.columns([1.6, 2, 2, 1], vertical_alignment="bottom")
 ranking = f1.segmented_control("Ranking", ["ours", "cleanlab"], default="ours", key="ml_rank", required=True,
                                format_func=lambda r: {"ours": "Ours", "cleanlab": "cleanlab"}[r],
