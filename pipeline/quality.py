@@ -213,16 +213,23 @@ def write_quality(run, items: pd.DataFrame, z: np.ndarray, *, ground_truth: bool
     ``analysis/duplicates.parquet`` (:func:`find_duplicates`' pairs). Returns the ``quality``
     section of metrics.json: duplicate counts, and the outlier ranking scored against a
     ``gt_outlier`` column when the items have one."""
-    images = np.asarray(run.images())
     split = items["split"].to_numpy()
     score = outlier_scores(z)
     rank = np.empty(len(score), np.int64)
     rank[np.argsort(-score, kind="stable")] = np.arange(len(score))
     run.put_table("analysis/outliers.parquet", pd.DataFrame({"outlier_score": score.astype(np.float32),
                                                             "outlier_rank": rank}))
-    pairs, counts = find_duplicates(images, split, z)
+    if run.has("images.npy"):
+        pairs, counts = find_duplicates(np.asarray(run.images()), split, z)
+        searched = "pixel hashes, then pixel correlation of embedding and thumbnail neighbours"
+    else:      # a run that stores no pixels: nothing to compare
+        pairs = pd.DataFrame({"a": np.zeros(0, np.int64), "b": np.zeros(0, np.int64), "kind": pd.Series([], dtype=object),
+                              "corr": np.zeros(0), "embedding_dist": np.zeros(0), "split_a": pd.Series([], dtype=object),
+                              "split_b": pd.Series([], dtype=object), "cross": np.zeros(0, bool)})
+        counts = duplicate_counts(pairs, split)
+        searched = "not searched: the run stores no images.npy"
     run.put_table("analysis/duplicates.parquet", pairs)
-    out = {"duplicates": {**counts, "min_corr": MIN_CORR, "k": NEAR_K},
+    out = {"duplicates": {**counts, "min_corr": MIN_CORR, "k": NEAR_K, "searched": searched},
            "outliers": {"method": f"cleanlab OutOfDistribution (k={OUTLIER_K}) on the embedding"}}
     if ground_truth and "gt_outlier" in items.columns:
         out["outliers"].update(ranking_auc(items["gt_outlier"].to_numpy(bool), score))
