@@ -217,10 +217,10 @@ def recipe(spec: str = DataConfig.spec, backbone: str | None = None, device: str
            **overrides: Any) -> RunConfig:
     """The default :class:`RunConfig` for training on ``spec``: the dataclass defaults plus the
     choices that depend on the data and the machine. ``backbone`` None or "auto": resnet18 on a GPU,
-    light on a CPU. ``overrides``: ``section=dataclass`` or ``"section.field"=value`` pairs given
-    as ``{"train.epochs": 5}``-style keywords through ``**{...}``.
+    light on a CPU. ``overrides``: ``"section.field"`` keywords, e.g. ``recipe(spec, **{"train.epochs": 5})``
+    (None values are skipped; see :func:`with_values`).
 
-    - epochs: 20 on synthetic data (it separates sooner), else 30;
+    - epochs: 20 on synthetic data, else 30;
     - per_class: 16 with the light network (on a CPU it runs about twice the images per second at 16
       per class than at 32, and takes twice the steps per epoch, measured in docs/RESULTS.md), else 32;
     - crossfit: :func:`default_crossfit` (2 folds on a GPU, none on a CPU).
