@@ -20,7 +20,7 @@ import streamlit as st
 
 from pipeline import progress
 from pipeline.errors import one_line
-from pipeline.config import LOSSES, MAX_EPOCHS, MAX_LEVELS, LossConfig
+from pipeline.config import LOSSES, MAX_EPOCHS, MAX_LEVELS, LossConfig, is_synthetic
 from pipeline.sources.discover import discover
 from pipeline.runs import RunError
 
@@ -614,7 +614,7 @@ def train_form(root: Path, *, key: str) -> None:
                                                        "light": "light (4 conv blocks)", "resnet18": "ResNet-18"}[b])
         c1, c2 = st.columns(2)
         epochs = c1.number_input("Epochs", min_value=1, max_value=MAX_EPOCHS, value=None, step=1, key=f"{key}_epochs",
-                                 placeholder="20 synthetic, 30 other", help="empty: the recipe's (pipeline.config)")
+                                 placeholder="the recipe's", help="empty: pipeline.config.recipe's for this data")
         levels = c2.number_input("Levels", min_value=1, max_value=MAX_LEVELS, value=1, step=1, key=f"{key}_levels",
                                  help="Algorithm 2: levels > 1 re-trains on sub-class labels")
         analyze = st.checkbox("Analyze when training is done", value=True, key=f"{key}_analyze")
@@ -622,9 +622,9 @@ def train_form(root: Path, *, key: str) -> None:
     if go:
         try:
             chosen = train_form_.check_spec(other or spec, roots)
-            is_synth = chosen.split(":", 1)[0].strip().lower() == "synthetic"
-            req = train_form_.TrainRequest(spec=chosen, loss=loss or LossConfig.name, backbone=backbone, epochs=int(epochs or 0),
-                                    levels=int(levels), data_roots=() if is_synth else tuple(str(r) for r in roots))
+            req = train_form_.TrainRequest(spec=chosen, loss=loss or LossConfig.name, backbone=backbone,
+                                           epochs=int(epochs or 0), levels=int(levels),
+                                           data_roots=() if is_synthetic(chosen) else tuple(str(r) for r in roots))
             job = train_form_.start_train(root, req, analyze=analyze)
         except (jobs.JobError, OSError) as exc:
             st.error(md(str(exc)))
