@@ -502,7 +502,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     quality = write_quality(run, items, z)
     run.save_manifest()
     timings["quality"] = time.perf_counter() - t0
-    say(f"outliers and {describe_counts(quality['duplicates'])} in {timings['quality']:.1f}s")
+    say(f"outliers and {describe_counts(quality.get('duplicates'))} in {timings['quality']:.1f}s")
 
     # -- confusion (kNN predictions stored by training; recomputed the same way if absent)
     if "pred" in items.columns:

@@ -219,24 +219,19 @@ def write_quality(run, items: pd.DataFrame, z: np.ndarray, *, ground_truth: bool
     rank[np.argsort(-score, kind="stable")] = np.arange(len(score))
     run.put_table("analysis/outliers.parquet", pd.DataFrame({"outlier_score": score.astype(np.float32),
                                                             "outlier_rank": rank}))
-    if run.has("images.npy"):
+    out = {"outliers": {"method": f"cleanlab OutOfDistribution (k={OUTLIER_K}) on the embedding"}}
+    if run.has("images.npy"):       # duplicates are judged on the pixels; a run without them has none to judge
         pairs, counts = find_duplicates(np.asarray(run.images()), split, z)
-        searched = "pixel hashes, then pixel correlation of embedding and thumbnail neighbours"
-    else:      # a run that stores no pixels: nothing to compare
-        pairs = pd.DataFrame({"a": np.zeros(0, np.int64), "b": np.zeros(0, np.int64), "kind": pd.Series([], dtype=object),
-                              "corr": np.zeros(0), "embedding_dist": np.zeros(0), "split_a": pd.Series([], dtype=object),
-                              "split_b": pd.Series([], dtype=object), "cross": np.zeros(0, bool)})
-        counts = duplicate_counts(pairs, split)
-        searched = "not searched: the run stores no images.npy"
-    run.put_table("analysis/duplicates.parquet", pairs)
-    out = {"duplicates": {**counts, "min_corr": MIN_CORR, "k": NEAR_K, "searched": searched},
-           "outliers": {"method": f"cleanlab OutOfDistribution (k={OUTLIER_K}) on the embedding"}}
+        run.put_table("analysis/duplicates.parquet", pairs)
+        out["duplicates"] = {**counts, "min_corr": MIN_CORR, "k": NEAR_K}
     if ground_truth and "gt_outlier" in items.columns:
         out["outliers"].update(ranking_auc(items["gt_outlier"].to_numpy(bool), score))
     return out
 
 
-def describe_counts(c: dict) -> str:
+def describe_counts(c: dict | None) -> str:
     """One line for ``pipeline analyze``'s output."""
+    if c is None:
+        return "duplicates: not searched (the run stores no images.npy)"
     return (f"duplicates: {c['exact_pairs']} exact and {c['near_pairs']} near pair(s) in {c['groups']} group(s), "
             f"{c['cross_groups']} group(s) across train and test ({c['test_leaked']} test image(s) with a copy in train)")

@@ -16,7 +16,7 @@ with run_guard():
     decided = store.decision_map()
     out = data.analysis_table(path, "outliers")
     dup = data.analysis_table(path, "duplicates")
-if out is None or dup is None:
+if out is None:
     st.info("This run was analysed before outliers and duplicates were; analyse it again to see them.")
     widgets.analyze_button(path)
     st.stop()
@@ -70,7 +70,9 @@ with tab_dup:
                       f"({q.get('test_leaked', 0):,} test image(s) with a copy in train). Near: pixel correlation "
                       f"at least {q.get('min_corr', 0.95)} between embedding or thumbnail neighbours. "
                       "`pipeline train --dedupe` leaves the train copies out."))
-    if not len(dup):
+    if dup is None:
+        st.info("Duplicates are judged on the pixels, and this run stores none (images.npy).")
+    elif not len(dup):
         st.success("No duplicates found.")
     else:
         f1, f2 = st.columns(2)
