@@ -5,10 +5,9 @@ Synthetic faces (``synthetic:N``) plus injected non-faces with random labels, sp
 like the faces: blank images (a few grey levels), uniform noise, printed text, geometric patterns
 (checkerboards, stripes, gradients, circles). A light network is trained on all of it (the
 outliers are in the training data, as they would be in a user's), then the run is analysed, and
-``analysis/outliers.parquet``'s ranking (cleanlab OutOfDistribution on the embedding) is scored
-against the injected set: AUROC, average precision, precision at the number injected; next to
-two alternatives on the same run: cleanlab OutOfDistribution on 16x16 pixel thumbnails, and
-1 - the Eq. 5 posterior of the predicted class.
+``analysis/outliers.parquet``'s ranking is scored against the injected set: AUROC, average
+precision, precision at the number injected; next to its parts and to cleanlab
+OutOfDistribution on the embedding, on the same run.
 
     python scripts/outlier_check.py --work /tmp/outliers [--n 2000 --per-kind 15 --epochs 8]
 """
@@ -113,7 +112,8 @@ def main() -> int:
     post = 1 - items["posterior_pred"].to_numpy()
     res = {"images": len(items), "injected": int(truth.sum()), "kinds": sorted(set(kinds)), "epochs": a.epochs,
            "test_knn_accuracy": run.metrics()["test"]["knn_accuracy"],
-           "ours (cleanlab OOD on the embedding)": Q.ranking_auc(truth, ours),
+           "stored by analyze (outliers.parquet outlier_score)": Q.ranking_auc(truth, ours),
+           "cleanlab OOD on the embedding": Q.ranking_auc(truth, Q.outlier_scores(np.asarray(run.embeddings()))),
            "cleanlab OOD on 16x16 pixel thumbnails": Q.ranking_auc(truth, pix),
            "1 - posterior of the predicted class": Q.ranking_auc(truth, post),
            "per_kind_recall_in_top_n": {}, "wall_s": round(time.time() - t0, 1), "load_average": os.getloadavg()}

@@ -97,6 +97,20 @@ def test_outlier_scores_rank_non_faces_first(faces):
     assert m["auroc"] > 0.95 and m["n_true"] == 4
 
 
+def test_combined_outlier_score_takes_the_larger_rank(faces):
+    rng = np.random.default_rng(1)
+    S = faces.images.shape[1]
+    images = np.concatenate([faces.images, rng.integers(0, 256, (3, S, S), dtype=np.uint8)])
+    post = np.full(len(images), 0.9)
+    post[5] = 0.01                                  # a face the model is unsure of
+    score, parts = Q.combined_outlier_scores(np.zeros((len(images), 4)), images, post)
+    assert set(parts) == {"ood_pixels", "one_minus_posterior"}
+    top = set(np.argsort(-score, kind="stable")[:6].tolist())
+    assert {len(faces.images), len(faces.images) + 1, len(faces.images) + 2, 5} <= top
+    only_z, p2 = Q.combined_outlier_scores(rng.normal(size=(20, 4)))
+    assert set(p2) == {"ood_embedding"} and only_z.shape == (20,)
+
+
 def test_analyze_writes_outliers_duplicates_and_counts(tiny_run, tmp_path):
     from pipeline.analysis import analyze
     from pipeline.runs import open_run
@@ -107,6 +121,7 @@ def test_analyze_writes_outliers_duplicates_and_counts(tiny_run, tmp_path):
     run = open_run(p)
     out = run.table("analysis/outliers.parquet")
     assert len(out) == len(run.items()) and sorted(out["outlier_rank"]) == list(range(len(out)))
+    assert {"ood_pixels", "one_minus_posterior"} <= set(out.columns)
     dup = run.table("analysis/duplicates.parquet")
     assert {"a", "b", "kind", "corr", "cross"} <= set(dup.columns)
     q = run.metrics()["quality"]

@@ -35,8 +35,9 @@ def decide(item_id: str, decision: str) -> None:
 
 
 with tab_out:
-    st.caption("Most unusual first: cleanlab's out-of-distribution score on this run's embedding (the mean "
-               "distance to an image's 10 nearest neighbours). Flag what does not belong; keep the rest.")
+    st.caption("Most unusual first: the higher of two ranks, how far an image's pixels are from its nearest "
+               "neighbours' (cleanlab's out-of-distribution score on small thumbnails) and how unsure the model is "
+               "of its class. Flag what does not belong; keep the rest.")
     hide = st.toggle("Hide reviewed", value=True, key="ol_hide")
     order = np.argsort(out["outlier_rank"].to_numpy(), kind="stable")
     if hide and decided:
