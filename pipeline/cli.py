@@ -182,7 +182,7 @@ def _cmd_train(a) -> int:
         if not a.quiet:
             from .quality import describe_counts
 
-            print(describe_counts(res["quality"].get("duplicates")))
+            print(describe_counts(out["quality"].get("duplicates")))
             print(f"analysis written to {run.path / 'analysis'}")
             if format_recovery(out["subclass"]):
                 print(format_recovery(out["subclass"]))
@@ -218,7 +218,7 @@ def _cmd_analyze(a) -> int:
     out = analyze(a.run, **kw)
     from .quality import describe_counts
 
-    print(describe_counts(res["quality"].get("duplicates")))
+    print(describe_counts(out["quality"].get("duplicates")))
     print(f"analysis of {a.run} written in {time.time() - t0:.1f} s")
     if format_recovery(out["subclass"]):
         print(format_recovery(out["subclass"]))
