@@ -92,7 +92,11 @@ def check_spec(spec: str, roots: list[Path]) -> str:
     from pipeline.sources import SOURCES
 
     spec = spec.strip()
-    if spec.partition(":")[0].strip().lower() not in SOURCES:
+    kind = spec.partition(":")[0].strip().lower()
+    if kind not in SOURCES:
+        if ":" in spec and kind.isidentifier():      # "bogus:/x": a misspelt source, not a path
+            raise JobError(f"unknown data source {kind!r}; choose one of {', '.join(SOURCES)}, or type a folder "
+                           "or CSV path")
         spec = bare_path_spec(spec, roots)
     try:
         kind, arg = parse_spec(spec)

@@ -247,6 +247,13 @@ class Run:
     def table(self, name: str = "items.parquet") -> pd.DataFrame:
         p = self.file(name)
         try:
+            with open(p, "rb") as fh:          # pyarrow reads the footer only: an empty table with a
+                head = fh.read(4)               # damaged start would otherwise read as valid
+        except OSError as exc:
+            raise RunError(f"{p}: unreadable table ({type(exc).__name__}: {one_line(exc, 120)})") from None
+        if head != b"PAR1":
+            raise RunError(f"{p}: unreadable table (its Parquet header is damaged)")
+        try:
             df = pd.read_parquet(p)
         except Exception as exc:
             raise RunError(f"{p}: unreadable table ({type(exc).__name__}: {one_line(exc, 120)})") from None

@@ -116,7 +116,7 @@ def test_absent_classes_get_no_gradient_and_change_nothing(seed):
     more, g_more = loss_and_grad(y, torch.cat([t, torch.rand(9, 4, generator=g)], 1), 10)
     for val, grad in ((moved, g_moved), (more, g_more)):
         assert val == pytest.approx(full, rel=1e-6, abs=1e-9)
-        assert torch.allclose(grad, g_full, rtol=1e-5, atol=1e-8)
+        assert torch.allclose(grad, g_full, rtol=1e-5, atol=1e-7)     # float32 sums in another order
 
 
 def test_sgm_gradient_pulls_points_towards_their_class():
