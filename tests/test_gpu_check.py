@@ -29,7 +29,7 @@ def test_tiny_mode_runs_every_stage_and_writes_one_json_and_one_table(tmp_path):
     assert {k: v["status"] for k, v in st.items()} == {k: "ok" for k in STAGES}, {k: v.get("error") for k, v in st.items()}
     cps = st["train_sgm"]["checkpoints"]
     assert [p["at_s"] for p in cps] == [3.0, 6.0] and all(0 <= p["knn_accuracy"] <= 1 and 0 <= p["nmi"] <= 1 for p in cps)
-    assert cps[1]["steps"] > cps[0]["steps"]
+    assert cps[1]["steps"] >= cps[0]["steps"] >= 1
     th = st["throughput"]
     assert th["train_step_images_per_s"]["ours"] > 0 and th["embedding_images_per_s"]["bare"] > 0
     ml = st["mislabels"]
