@@ -4,7 +4,9 @@ One SQLite database per run, ``<run>/review.sqlite``, in WAL mode. This module i
 writer; every user action is exactly one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so an
 action is either fully kept or not at all, and two browser tabs never interleave half-actions.
 Items are keyed by ``items.id`` (stable across re-analysis), sub-classes by their global id.
-Every write is also appended to ``log`` so nothing a person did is silently overwritten.
+Every write is also appended to ``log`` so nothing a person did is silently overwritten. Each log
+entry carries the state it replaced (``before``), so :meth:`ReviewStore.undo` can put it back: an
+undo is itself an action in the log (``undo`` with ``undoes: seq``); nothing is ever deleted from it.
 
 Decisions on an item (the mislabel queue and map actions both write them):
 
@@ -199,7 +201,9 @@ class ReviewStore:
         elif proposed_label:
             raise ReviewError("a proposed label goes with the 'relabel' decision only")
         now = time.time()
-        with self._action("decide", {"ids": ids, "decision": decision, "proposed_label": label, "source": source}) as cur:
+        payload = {"ids": ids, "decision": decision, "proposed_label": label, "source": source}
+        with self._action("decide", payload) as cur:
+            payload["before"] = _decisions_before(cur, ids)
             cur.executemany(
                 "INSERT INTO decisions(item_id, decision, proposed_label, source, updated) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(item_id) DO UPDATE SET decision = excluded.decision, "
@@ -212,15 +216,20 @@ class ReviewStore:
 
     def undecide(self, item_ids: str | Iterable[str]) -> int:
         ids = _ids(item_ids)
-        with self._action("undecide", {"ids": ids}) as cur:
+        payload: dict = {"ids": ids}
+        with self._action("undecide", payload) as cur:
+            before = _decisions_before(cur, ids)
+            payload["before"] = before
             cur.executemany("DELETE FROM decisions WHERE item_id = ?", [(i,) for i in ids])
-            return cur.rowcount if cur.rowcount >= 0 else len(ids)
+        return sum(1 for v in before.values() if v is not None)
 
     def tag(self, item_ids: str | Iterable[str], tag: str) -> int:
         ids = _ids(item_ids)
         tag = clean_text(tag, what="tag")
         now = time.time()
-        with self._action("tag", {"ids": ids, "tag": tag}) as cur:
+        payload: dict = {"ids": ids, "tag": tag}
+        with self._action("tag", payload) as cur:
+            payload["added"] = _tag_missing(cur, ids, tag)
             cur.executemany("INSERT OR IGNORE INTO tags(item_id, tag, created) VALUES (?, ?, ?)",
                             [(i, tag, now) for i in ids])
         return len(ids)
@@ -228,7 +237,10 @@ class ReviewStore:
     def untag(self, item_ids: str | Iterable[str], tag: str) -> int:
         ids = _ids(item_ids)
         tag = clean_text(tag, what="tag")
-        with self._action("untag", {"ids": ids, "tag": tag}) as cur:
+        payload: dict = {"ids": ids, "tag": tag}
+        with self._action("untag", payload) as cur:
+            missing = set(_tag_missing(cur, ids, tag))
+            payload["removed"] = [i for i in ids if i not in missing]
             cur.executemany("DELETE FROM tags WHERE item_id = ? AND tag = ?", [(i, tag) for i in ids])
         return len(ids)
 
@@ -239,7 +251,12 @@ class ReviewStore:
         if not flag and not tag:
             raise ReviewError("nothing to do: choose flag and/or a tag")
         now = time.time()
-        with self._action("flag_and_tag", {"ids": ids, "flag": flag, "tag": tag, "source": source}) as cur:
+        payload: dict = {"ids": ids, "flag": flag, "tag": tag, "source": source}
+        with self._action("flag_and_tag", payload) as cur:
+            if flag:
+                payload["before"] = _decisions_before(cur, ids)
+            if tag:
+                payload["added"] = _tag_missing(cur, ids, tag)
             if flag:
                 cur.executemany(
                     "INSERT INTO decisions(item_id, decision, proposed_label, source, updated) VALUES (?, 'flag', NULL, ?, ?) "
@@ -259,13 +276,60 @@ class ReviewStore:
         medoid moved (see :meth:`subclass_anchors`)."""
         sid = int(subclass_id)
         name = clean_text(name, what="sub-class name", allow_empty=True)
-        with self._action("name_subclass", {"subclass_id": sid, "name": name, "anchor": anchor}) as cur:
+        payload: dict = {"subclass_id": sid, "name": name, "anchor": anchor}
+        with self._action("name_subclass", payload) as cur:
+            prev = cur.execute("SELECT name, anchor FROM subclass_names WHERE subclass_id = ?", (sid,)).fetchone()
+            payload["before"] = list(prev) if prev else None
             if name:
                 cur.execute("INSERT INTO subclass_names(subclass_id, name, updated, anchor) VALUES (?, ?, ?, ?) "
                             "ON CONFLICT(subclass_id) DO UPDATE SET name = excluded.name, updated = excluded.updated, "
                             "anchor = excluded.anchor", (sid, name, time.time(), anchor))
             else:
                 cur.execute("DELETE FROM subclass_names WHERE subclass_id = ?", (sid,))
+
+    def undo(self) -> dict:
+        """Undo the most recent action not undone yet (any session's): put back the state it
+        replaced. Logged as an ``undo`` action; repeated undos walk further back. Returns the
+        undone entry (``seq``, ``action``, ...); raises ReviewError when nothing can be undone."""
+        payload: dict = {}
+        with self._action("undo", payload) as cur:
+            entry = _last_undoable(cur)
+            if entry is None:
+                raise ReviewError("nothing to undo")
+            if not _restorable(entry):
+                raise ReviewError(f"the last action ({entry['action']}) was recorded before undo existed")
+            _restore(cur, entry)
+            payload.update({"undoes": entry["seq"], "undone_action": entry["action"],
+                            "ids": entry.get("ids", [])})
+        return entry
+
+    def last_undoable(self) -> dict | None:
+        """The entry :meth:`undo` would undo now, or None (for the button's label)."""
+        if not self.path.exists():
+            return None
+        conn = self._connect()
+        try:
+            try:
+                entry = _last_undoable(conn.cursor())
+            except sqlite3.OperationalError:
+                return None
+        finally:
+            conn.close()
+        return entry if entry is not None and _restorable(entry) else None
+
+    def history(self, item_id: str) -> list[dict]:
+        """Every logged action that touched ``item_id``, oldest first, each with a one-line ``what``
+        and ``undone`` (True when a later undo reverted it)."""
+        item = str(item_id)
+        needle = "%" + json.dumps(item, ensure_ascii=False) + "%"
+        rows = self._read("SELECT seq, time, action, payload FROM log WHERE payload LIKE ? ORDER BY seq", (needle,))
+        entries = [{"seq": s, "time": t, "action": a, **json.loads(p)} for s, t, a, p in rows]
+        entries = [e for e in entries if item in e.get("ids", [])]
+        undone = {e["undoes"] for e in entries if e["action"] == "undo"}
+        for e in entries:
+            e["undone"] = e["seq"] in undone
+            e["what"] = describe(e)
+        return entries
 
     # ------------------------------------------------------------------ reads
     def decisions(self) -> pd.DataFrame:
@@ -302,6 +366,110 @@ class ReviewStore:
     def log(self, limit: int = 50) -> list[dict]:
         rows = self._read("SELECT seq, time, action, payload FROM log ORDER BY seq DESC LIMIT ?", (int(limit),))
         return [{"seq": s, "time": t, "action": a, **json.loads(p)} for s, t, a, p in rows]
+
+
+# ---------------------------------------------------------------------------- undo helpers
+UNDOABLE = ("decide", "undecide", "tag", "untag", "flag_and_tag", "name_subclass")
+
+
+def _decisions_before(cur: sqlite3.Cursor, ids: list[str]) -> dict[str, list | None]:
+    """id -> [decision, proposed_label, source, updated] as it is now (None: no decision)."""
+    out: dict[str, list | None] = {i: None for i in ids}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        q = "SELECT item_id, decision, proposed_label, source, updated FROM decisions WHERE item_id IN (%s)" % \
+            ",".join("?" * len(chunk))
+        for r in cur.execute(q, chunk).fetchall():
+            out[r[0]] = [r[1], r[2], r[3], r[4]]
+    return out
+
+
+def _tag_missing(cur: sqlite3.Cursor, ids: list[str], tag: str) -> list[str]:
+    """The ids among ``ids`` that do not carry ``tag`` now."""
+    have: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        q = "SELECT item_id FROM tags WHERE tag = ? AND item_id IN (%s)" % ",".join("?" * len(chunk))
+        have.update(r[0] for r in cur.execute(q, [tag, *chunk]).fetchall())
+    return [i for i in ids if i not in have]
+
+
+def _last_undoable(cur: sqlite3.Cursor) -> dict | None:
+    undone = {int(r[0]) for r in cur.execute(
+        "SELECT json_extract(payload, '$.undoes') FROM log WHERE action = 'undo'").fetchall() if r[0] is not None}
+    q = "SELECT seq, time, action, payload FROM log WHERE action IN (%s) ORDER BY seq DESC" % ",".join("?" * len(UNDOABLE))
+    for seq, t, action, payload in cur.execute(q, UNDOABLE):
+        if seq not in undone:
+            return {"seq": seq, "time": t, "action": action, **json.loads(payload)}
+    return None
+
+
+def _restorable(e: dict) -> bool:
+    a = e["action"]
+    if a in ("decide", "undecide", "name_subclass"):
+        return "before" in e
+    if a == "tag":
+        return "added" in e
+    if a == "untag":
+        return "removed" in e
+    if a == "flag_and_tag":
+        return (not e.get("flag") or "before" in e) and (not e.get("tag") or "added" in e)
+    return False
+
+
+def _restore(cur: sqlite3.Cursor, e: dict) -> None:
+    a = e["action"]
+    if a == "name_subclass":
+        sid = int(e["subclass_id"])
+        if e["before"] is None:
+            cur.execute("DELETE FROM subclass_names WHERE subclass_id = ?", (sid,))
+        else:
+            name, anchor = e["before"]
+            cur.execute("INSERT INTO subclass_names(subclass_id, name, updated, anchor) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(subclass_id) DO UPDATE SET name = excluded.name, updated = excluded.updated, "
+                        "anchor = excluded.anchor", (sid, name, time.time(), anchor))
+        return
+    if "before" in e and (a != "flag_and_tag" or e.get("flag")):
+        gone = [(i,) for i, v in e["before"].items() if v is None]
+        back = [(i, *v) for i, v in e["before"].items() if v is not None]
+        cur.executemany("DELETE FROM decisions WHERE item_id = ?", gone)
+        cur.executemany("INSERT INTO decisions(item_id, decision, proposed_label, source, updated) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT(item_id) DO UPDATE SET decision = excluded.decision, "
+                        "proposed_label = excluded.proposed_label, source = excluded.source, updated = excluded.updated",
+                        back)
+    if a in ("tag", "flag_and_tag") and e.get("tag"):
+        cur.executemany("DELETE FROM tags WHERE item_id = ? AND tag = ?", [(i, e["tag"]) for i in e.get("added", [])])
+    if a == "untag":
+        now = time.time()
+        cur.executemany("INSERT OR IGNORE INTO tags(item_id, tag, created) VALUES (?, ?, ?)",
+                        [(i, e["tag"], now) for i in e.get("removed", [])])
+
+
+def describe(e: dict) -> str:
+    """One line saying what a log entry did, e.g. ``flagged 3 images and tagged “glasses”``."""
+    a = e["action"]
+    n = len(e.get("ids", []))
+    imgs = f"{n:,} image" + ("" if n == 1 else "s")
+    if a == "decide":
+        d = e.get("decision")
+        if d == "relabel":
+            return f"proposed “{e.get('proposed_label')}” for {imgs}"
+        return {"keep": f"kept {imgs}", "flag": f"flagged {imgs}"}.get(d, f"{d} {imgs}")
+    if a == "undecide":
+        return f"cleared the decision on {imgs}"
+    if a == "tag":
+        return f"tagged {imgs} “{e.get('tag')}”"
+    if a == "untag":
+        return f"removed the tag “{e.get('tag')}” from {imgs}"
+    if a == "flag_and_tag":
+        bits = (["flagged"] if e.get("flag") else []) + ([f"tagged “{e.get('tag')}”"] if e.get("tag") else [])
+        return f"{' and '.join(bits)} {imgs}"
+    if a == "name_subclass":
+        return f"named sub-class {e.get('subclass_id')} “{e.get('name')}”" if e.get("name") else \
+            f"cleared the name of sub-class {e.get('subclass_id')}"
+    if a == "undo":
+        return f"undid action #{e.get('undoes')} ({e.get('undone_action')})"
+    return a
 
 
 # ---------------------------------------------------------------------------- exports (pure)

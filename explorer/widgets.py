@@ -19,7 +19,7 @@ import streamlit as st
 
 from pipeline.runs import RunError
 
-from . import data, jobs, settings
+from . import data, jobs, review, settings
 from .review import ReviewError, ReviewStore
 
 log = logging.getLogger("explorer")
@@ -130,6 +130,39 @@ def act(fn, *args, **kwargs):
         st.toast(f"Not saved ({type(exc).__name__}). Try again.", icon=":material/error:")
         return None
     return n
+
+
+def undo_bar(path: str, *, key: str) -> None:
+    """"Undo: <the last action>" for this run's review database (an undo is logged, never a delete)."""
+    st_ = store(path)
+    last = st_.last_undoable()
+
+    def _undo() -> None:
+        entry = act(st_.undo)
+        if entry:
+            st.toast(md(f"Undone: {review.describe(entry)}"), icon=":material/undo:")
+
+    label = f"Undo: {review.describe(last)}" if last else "Nothing to undo"
+    st.button(md(label), key=f"{key}_undo", on_click=_undo, disabled=last is None, icon=":material/undo:",
+              type="tertiary")
+
+
+def history_lines(path: str, item_id: str) -> list[str]:
+    """This image's decisions and tags, oldest first, one line each (undone ones marked)."""
+    out = []
+    for e in store(path).history(item_id):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["time"]))
+        out.append(f"{when} · {review.describe(e)}" + (" (undone)" if e["undone"] else ""))
+    return out
+
+
+def history_popover(path: str, item_id: str) -> None:
+    with st.popover("History", icon=":material/history:"):
+        lines = history_lines(path, item_id)
+        if lines:
+            st.text("\n".join(lines))
+        else:
+            st.caption("No decisions or tags yet.")
 
 
 # ---------------------------------------------------------------------------- galleries

@@ -95,9 +95,27 @@ def test_subclass_rename_is_kept_and_opens_on_the_map(runs_root):
     next(b for b in at2.button if b.label.startswith("Apply to")).click().run()
     ok(at2)
     store = ReviewStore(runs_root / "fixture")
+    assert store.decisions().empty  # a tag alone flags nothing
+    n_tagged = len(store.tags())
+    assert n_tagged > 0 and set(store.tags()["tag"]) == {"glasses"}
+    at2.selectbox(key="map_decision").set_value("flag")
+    next(b for b in at2.button if b.label.startswith("Apply to")).click().run()
+    ok(at2)
     flagged = store.decisions()
-    assert len(flagged) > 0 and set(flagged["decision"]) == {"flag"}
-    assert set(store.tags()["tag"]) == {"glasses"} and len(store.tags()) == len(flagged)
+    assert len(flagged) == n_tagged and set(flagged["decision"]) == {"flag"}
+    # undo (the flag), then clear the selection's decisions from the same form, then undo that
+    assert "flagged" in at2.button(key="map_undo").label
+    at2.button(key="map_undo").click().run()
+    ok(at2)
+    assert store.decisions().empty and len(store.tags()) == n_tagged
+    at2.selectbox(key="map_decision").set_value("flag")
+    next(b for b in at2.button if b.label.startswith("Apply to")).click().run()
+    at2.selectbox(key="map_decision").set_value("clear")
+    at2.text_input(key="map_tag").set_value("")
+    next(b for b in at2.button if b.label.startswith("Apply to")).click().run()
+    ok(at2)
+    assert store.decisions().empty
+    assert [e["action"] for e in store.log()][:4] == ["undecide", "flag_and_tag", "undo", "flag_and_tag"]
 
 
 def test_subclass_cards_say_what_sets_a_group_apart_and_switch_facets(runs_root):
@@ -148,6 +166,18 @@ def test_mislabel_queue_actions_and_export(runs_root):
     keys_now = {b.key for b in at.button if b.key and b.key.startswith("keep_")}
     assert f"keep_{first}" not in keys_now and len(keys_now) == 12
     assert "Reviewed 3 of" in at.get("progress")[0].proto.text
+    # clear a decision (the image is back in the queue) and undo the last action, from the page
+    at.toggle(key="ml_hide").set_value(False).run()
+    at.button(key=f"clear_{second}").click().run()
+    ok(at)
+    assert second not in store.decision_map()
+    assert "cleared the decision" in at.button(key="ml_undo").label
+    at.button(key="ml_undo").click().run()
+    ok(at)
+    assert store.decision_map()[second] == ("keep", None)
+    assert [e["what"] for e in store.history(second)] == ["kept 1 image", "cleared the decision on 1 image",
+                                                          "undid action #4 (undecide)"]
+    at.toggle(key="ml_hide").set_value(True).run()
     # filters: a class, the cleanlab ranking, a score threshold
     at.multiselect(key="ml_classes").select(0).run()
     ok(at)

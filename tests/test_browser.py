@@ -169,11 +169,21 @@ def test_flag_survives_a_reload(tmp_path, pipeline_run_dir):
         settle(page)
         page.wait_for_function(IMAGES_LOADED, timeout=30_000)
         page.screenshot(path=str(ART / "browser-mislabels-after-reload.png"), full_page=True)
-        assert not errors, errors
-    from explorer.review import ReviewStore
+        from explorer.review import ReviewStore
 
-    d = ReviewStore(root / "fixture").decisions()
-    assert list(d["decision"]) == ["flag"]
+        assert list(ReviewStore(root / "fixture").decisions()["decision"]) == ["flag"]
+
+        # undo the flag, reload: it is gone, and the undo is in the log (nothing deleted)
+        page.get_by_role("button", name="Undo: flagged 1 image").click()
+        page.get_by_text("Nothing to undo").wait_for(timeout=30_000)
+        page.reload()
+        page.get_by_text("Mislabel candidates").wait_for(timeout=60_000)
+        settle(page)
+        page.get_by_text("Reviewed 0 of").wait_for(timeout=30_000)
+        assert not errors, errors
+    store = ReviewStore(root / "fixture")
+    assert store.decisions().empty
+    assert [e["action"] for e in store.log()] == ["undo", "decide"]
 
 
 # ------------------------------------------------------------------------------- load time at 35k

@@ -173,3 +173,49 @@ def test_export_of_an_empty_store(store):
     assert fl.empty
     assert review.to_csv(fl).decode().strip() == ",".join(review.EXPORT_COLUMNS)
     assert json.loads(review.to_label_studio(fl)) == []
+
+
+def test_undo_puts_back_what_each_action_replaced_and_logs_itself(store):
+    store.decide(["img1", "img2"], "keep")
+    store.decide("img2", "relabel", proposed_label="happy")
+    store.flag_and_tag(["img2", "img3"], flag=True, tag="glasses", source="map")
+    store.tag(["img3", "img4"], "glasses")           # img3 had it: only img4 is new
+    store.name_subclass(4, "babies")
+    assert store.last_undoable()["action"] == "name_subclass"
+    assert store.undo()["action"] == "name_subclass" and store.subclass_names() == {}
+    store.undo()                                      # the tag: img4 loses it, img3 keeps it
+    assert set(store.tags()["item_id"]) == {"img2", "img3"}
+    store.undo()                                      # flag_and_tag: img2 back to relabel, img3 to nothing
+    assert store.decision_map() == {"img1": ("keep", None), "img2": ("relabel", "happy")}
+    assert store.tags().empty
+    store.undecide(["img1", "img9"])                  # clearing is an action too, and undoable
+    assert "img1" not in store.decision_map()
+    store.undo()
+    assert store.decision_map()["img1"] == ("keep", None)
+    store.undo()
+    store.undo()
+    assert store.decision_map() == {}
+    with pytest.raises(ReviewError, match="nothing to undo"):
+        store.undo()
+    actions = [e["action"] for e in store.log(limit=100)]
+    assert actions.count("undo") == 6 and len(actions) == 12  # nothing deleted from the log
+    # the history of one image names every action on it, undone ones marked
+    h = store.history("img2")
+    assert [e["what"] for e in h][:3] == ["kept 2 images", "proposed “happy” for 1 image",
+                                          "flagged and tagged “glasses” 2 images"]
+    assert h[0]["undone"] and any(e["action"] == "undo" for e in h)
+    assert store.history("img") == []  # a prefix of an id is not that id
+
+
+def test_an_undo_that_cannot_be_logged_changes_nothing(store, monkeypatch):
+    store.decide(["img1", "img2"], "flag")
+    store.tag("img1", "x")
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(review.json, "dumps", boom)  # the undo's own log line fails, after restoring
+    with pytest.raises(RuntimeError):
+        store.undo()
+    monkeypatch.undo()
+    assert len(store.tags()) == 1 and [e["action"] for e in store.log()] == ["tag", "decide"]

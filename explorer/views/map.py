@@ -93,21 +93,36 @@ widgets.gallery(path, shown, captions=widgets.label_captions(path, shown, extra=
 if len(rows) > len(shown):
     st.caption(f"Showing the first {len(shown)} of {len(rows):,}.")
 
+DECISION_CHOICES = {"": "leave as they are", "flag": "flag for re-annotation", "keep": "keep (label is right)",
+                    "clear": "clear any decision"}
 with st.form("map_actions", border=True):
     st.markdown(f"**Act on all {len(rows):,} selected images** (one step, kept in this run's review database)")
-    a1, a2, a3 = st.columns([1, 2, 1], vertical_alignment="bottom")
-    do_flag = a1.checkbox("Flag for re-annotation", value=True, key="map_do_flag")
+    a1, a2, a3 = st.columns([1.4, 2, 1], vertical_alignment="bottom")
+    # nothing is flagged unless asked: tagging a selection must not flag it too
+    what = a1.selectbox("Decision", list(DECISION_CHOICES), format_func=DECISION_CHOICES.get, key="map_decision")
     known = store.tag_names()
     tag = a2.text_input("Tag (optional)", key="map_tag", max_chars=80,
                         placeholder="e.g. glasses" if not known else "used so far: " + ", ".join(known[:5]))
     go = a3.form_submit_button(f"Apply to {len(rows):,}", type="primary", icon=":material/done_all:")
 if go:
     tag = (tag or "").strip() or None
-    done = widgets.act(store.flag_and_tag, [str(i) for i in ids], flag=do_flag, tag=tag, source="map")
-    if done:
-        what = " and ".join(x for x in ("flagged" if do_flag else "", f"tagged “{tag}”" if tag else "") if x)
-        st.toast(md(f"{done:,} images {what}"), icon=":material/check:")
+    sel_ids = [str(i) for i in ids]
+    if what in ("keep", "clear"):
+        done = widgets.act(store.decide, sel_ids, "keep", source="map") if what == "keep" else \
+            widgets.act(store.undecide, sel_ids)
+        if done is not None and tag:
+            done = widgets.act(store.tag, sel_ids, tag)
+    elif not what and not tag:
+        done = None
+        st.toast("Nothing to do: choose a decision and/or type a tag.", icon=":material/info:")
+    else:
+        done = widgets.act(store.flag_and_tag, sel_ids, flag=what == "flag", tag=tag, source="map")
+    if done is not None:
+        bits = {"flag": "flagged", "keep": "kept", "clear": "decisions cleared"}.get(what, "")
+        said = " and ".join(x for x in (bits, f"tagged “{tag}”" if tag else "") if x)
+        st.toast(md(f"{widgets.n_images(len(sel_ids))}: {said}"), icon=":material/check:")
         st.rerun()
+widgets.undo_bar(path, key="map")
 
 left, right = st.columns(2)
 with left:

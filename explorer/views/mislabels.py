@@ -68,6 +68,7 @@ st.progress(n_done / len(cand) if len(cand) else 1.0,
             text=f"Reviewed {n_done:,} of {len(cand):,} candidates"
                  + (f" · {sum(1 for d in decided.values() if d[0] in review.FLAGGED):,} flagged in this run" if decided else ""))
 queue = cand[~reviewed] if hide else cand
+widgets.undo_bar(path, key="ml")
 
 pages = max(1, -(-len(queue) // settings.QUEUE_PAGE))
 if not 1 <= int(st.session_state.get("ml_page", 1)) <= pages:
@@ -85,6 +86,11 @@ if not len(show):
 def decide(item_id: str, decision: str) -> None:
     if widgets.act(store.decide, item_id, decision, source=f"queue:{ranking}"):
         st.toast(md(f"{item_id}: {decision}"), icon=":material/check:")
+
+
+def clear(item_id: str) -> None:
+    if widgets.act(store.undecide, item_id):
+        st.toast(md(f"{item_id}: decision cleared"), icon=":material/backspace:")
 
 
 def propose(item_id: str, key: str) -> None:
@@ -113,10 +119,16 @@ for start in range(0, len(show), 4):
             b1, b2 = st.columns(2)
             b1.button("Keep", key=f"keep_{item}", on_click=decide, args=(item, "keep"), width="stretch")
             b2.button("Flag", key=f"flag_{item}", on_click=decide, args=(item, "flag"), type="primary", width="stretch")
+            if d:  # clearing takes the image back into the queue; it is logged like any action
+                st.button("Clear decision", key=f"clear_{item}", on_click=clear, args=(item,), type="tertiary",
+                          icon=":material/backspace:")
             pk = f"prop_{item}"
             st.selectbox("Propose label", range(len(classes)), index=None, key=pk, format_func=lambda c: classes[c],
                          placeholder="propose a label…", on_change=propose, args=(item, pk), label_visibility="collapsed")
-            if st.button("Similar", key=f"mlsim_{item}", icon=":material/image_search:", type="tertiary"):
+            h1, h2 = st.columns(2)
+            with h1:
+                widgets.history_popover(path, item)
+            if h2.button("Similar", key=f"mlsim_{item}", icon=":material/image_search:", type="tertiary"):
                 State.set_similar_row(r)
                 st.switch_page("views/similar.py")
 
