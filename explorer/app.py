@@ -27,6 +27,7 @@ PAGES = {
     "subclasses": st.Page("views/subclasses.py", title="Sub-classes", icon=":material/category:"),
     "confusion": st.Page("views/confusion.py", title="Confusion", icon=":material/grid_on:"),
     "mislabels": st.Page("views/mislabels.py", title="Mislabels", icon=":material/flag:"),
+    "tags": st.Page("views/tags.py", title="Tags", icon=":material/label:"),
     "similar": st.Page("views/similar.py", title="Similar", icon=":material/image_search:"),
     "summary": st.Page("views/summary.py", title="Summary", icon=":material/photo_library:"),
     "train": st.Page("views/train.py", title="Train", icon=":material/model_training:"),

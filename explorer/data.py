@@ -363,6 +363,7 @@ def _colour_options(path: str, stamp_: int) -> dict[str, str]:
     if "split" in cols:
         opts["split"] = "Split"
     opts["review"] = "Review decision"
+    opts["tag"] = "Tag"
     for c in cols:
         if c.startswith("gt_"):
             opts[c] = f"Ground truth: {c[3:]}"
@@ -400,16 +401,41 @@ def _colouring(path: str, stamp_: int, by: str, names: tuple) -> figures.Colouri
 
 
 def colouring(path: str | Path, by: str, *, subclass_names: dict[int, str] | None = None,
-              decisions: dict[str, tuple] | None = None) -> figures.Colouring:
-    """The map colouring ``by`` one of :func:`colour_options` (``review`` needs ``decisions``)."""
+              decisions: dict[str, tuple] | None = None, tags: pd.DataFrame | None = None) -> figures.Colouring:
+    """The map colouring ``by`` one of :func:`colour_options` (``review`` needs ``decisions``,
+    ``tag`` the review store's tags)."""
     if by == "review":
         ids = columns(path)["id"]
         d = decisions or {}
         vals = np.fromiter((d.get(i, ("not reviewed",))[0] for i in ids), dtype=object, count=len(ids)) if d \
             else np.full(len(ids), "not reviewed", dtype=object)
         return figures.categorical(vals, title="review", order=["not reviewed", "keep", "flag", "relabel"])
+    if by == "tag":
+        return tag_colouring(columns(path)["id"], tags)
     names = tuple(sorted((subclass_names or {}).items())) if by == "subclass" or by.startswith("facet_") else ()
     return _colouring(str(path), stamp(path), by, names)
+
+
+NO_TAG = "(no tag)"
+
+
+def tag_colouring(ids: np.ndarray, tags: pd.DataFrame | None) -> figures.Colouring:
+    """One colour per tag; an image with several tags gets their combination (``a + b``)."""
+    vals = np.full(len(ids), NO_TAG, dtype=object)
+    if tags is not None and len(tags):
+        joined = tags.groupby("item_id")["tag"].agg(lambda t: " + ".join(sorted(t)))
+        pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids).astype(str))
+        pos = pos[~pos.index.duplicated()]
+        hit = pos.reindex(joined.index).dropna().astype(int)
+        vals[hit.to_numpy()] = joined.loc[hit.index].to_numpy()
+    order = [NO_TAG] + sorted(set(vals.tolist()) - {NO_TAG})
+    return figures.categorical(vals, title="tag", order=order)
+
+
+def tag_rows(ids: np.ndarray, tags: pd.DataFrame, tag: str) -> np.ndarray:
+    """The rows carrying ``tag``, in row order."""
+    want = set(tags.loc[tags["tag"] == tag, "item_id"].astype(str))
+    return np.flatnonzero(np.fromiter((i in want for i in ids), dtype=bool, count=len(ids)))
 
 
 def subclass_label(info: dict, name: str | None = None) -> str:

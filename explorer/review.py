@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from xml.sax.saxutils import quoteattr
 
+import numpy as np
 import pandas as pd
 
 DB_NAME = "review.sqlite"
@@ -473,8 +474,46 @@ def describe(e: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- exports (pure)
-EXPORT_COLUMNS = ["id", "path", "source", "split", "given_label", "decision", "proposed_label",
-                  "suggested_label", "score", "tags"]
+EXPORT_COLUMNS = ["id", "path", "source", "split", "given_label", "subclass", "subclass_name", "decision",
+                  "proposed_label", "suggested_label", "score", "tags"]
+
+
+def group_frame(items: pd.DataFrame, rows, decisions: pd.DataFrame, tags: pd.DataFrame,
+                mislabels: pd.DataFrame | None = None, *, subclass: np.ndarray | None = None,
+                subclass_names: dict[int, str] | None = None) -> pd.DataFrame:
+    """One row per image of a group (a tag, a selection, a sub-class, a confusion cell), in the
+    group's order, with the same columns as :func:`flagged_frame` plus the sub-class (id and the
+    name a person gave it, else ``class #k``) and every tag. ``subclass``: (N,) sub-class per row."""
+    rows = np.asarray([int(r) for r in rows], dtype=np.int64)
+    it = items.reset_index(drop=True)
+    ids = it["id"].astype(str).to_numpy()[rows]
+    dec = decisions.set_index("item_id") if len(decisions) else None
+    tag_join = tags.groupby("item_id")["tag"].agg(lambda s: ";".join(sorted(s))) if len(tags) else pd.Series(dtype=str)
+
+    def dget(i: str, col: str) -> str:
+        if dec is None or i not in dec.index:
+            return ""
+        v = dec.at[i, col]
+        return "" if v is None or v != v else str(v)
+
+    names = subclass_names or {}
+    out = pd.DataFrame({
+        "id": ids,
+        "path": _col(it, "path", rows),
+        "source": _col(it, "source", rows),
+        "split": _col(it, "split", rows),
+        "given_label": _col(it, "label_name", rows),
+        "subclass": ([int(subclass[r]) for r in rows] if subclass is not None else [""] * len(rows)),
+        "subclass_name": ([names.get(int(subclass[r]), "") for r in rows] if subclass is not None else [""] * len(rows)),
+        "decision": [dget(i, "decision") for i in ids],
+        "proposed_label": [dget(i, "proposed_label") for i in ids],
+        "suggested_label": (_col(mislabels, "suggested_name", rows) if mislabels is not None else [""] * len(rows)),
+        "score": (mislabels["score"].to_numpy()[rows].round(4) if mislabels is not None and "score" in mislabels
+                  else [float("nan")] * len(rows)),
+        "tags": [tag_join.get(i, "") for i in ids],
+    })
+    out["row"] = rows
+    return out
 
 
 def flagged_frame(items: pd.DataFrame, decisions: pd.DataFrame, tags: pd.DataFrame,
@@ -545,6 +584,9 @@ def to_label_studio(flagged: pd.DataFrame, *, image_ref: Callable[[int, str], st
         ref = image_ref(int(rec["row"]), str(rec.get("path", ""))) if image_ref else str(rec.get("path", ""))
         data = {"image": ref, "item_id": rec["id"], "given_label": rec.get("given_label", ""),
                 "decision": rec.get("decision", ""), "tags": rec.get("tags", "")}
+        if "subclass_name" in rec:
+            data["subclass"] = rec.get("subclass", "")
+            data["subclass_name"] = rec.get("subclass_name", "")
         task: dict = {"data": data}
         choice = rec.get("proposed_label") or rec.get("suggested_label") or ""
         if choice:

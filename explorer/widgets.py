@@ -165,6 +165,35 @@ def history_popover(path: str, item_id: str) -> None:
             st.caption("No decisions or tags yet.")
 
 
+def subclass_display_names(path: str) -> dict[int, str]:
+    """sub-class id -> what the app calls it (the person's name, else ``class #k``)."""
+    info = data.subclasses(path) or {}
+    named = store(path).subclass_names()
+    return {int(s["id"]): data.subclass_label(s, named.get(int(s["id"]))) for s in info.get("subclasses", [])}
+
+
+def group_export(path: str, rows: Sequence[int], name: str, *, key: str) -> None:
+    """CSV and Label Studio downloads of any group of images (tag, selection, sub-class, cell),
+    with their tags, decisions and sub-class names as columns."""
+    rows = [int(r) for r in rows]
+    if not rows:
+        return
+    with run_guard():
+        st_ = store(path)
+        frame = review.group_frame(data.items(path), rows, st_.decisions(), st_.tags(), data.mislabels(path),
+                                   subclass=data.subclass_of_rows(path), subclass_names=subclass_display_names(path))
+    th = data.thumbs(path)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:40] or "group"
+    base = f"{Path(path).name}-{slug}"
+    e1, e2 = st.columns(2)
+    e1.download_button(f"CSV ({n_images(len(rows))})", review.to_csv(frame), file_name=f"{base}.csv", mime="text/csv",
+                       icon=":material/download:", on_click="ignore", key=f"{key}_csv")
+    e2.download_button("Label Studio tasks (JSON)",
+                       review.to_label_studio(frame, image_ref=lambda r, p: p if p else th.data_uri(r)),
+                       file_name=f"{base}-label-studio.json", mime="application/json", icon=":material/download:",
+                       on_click="ignore", key=f"{key}_ls")
+
+
 # ---------------------------------------------------------------------------- galleries
 def gallery(path: str, rows: Sequence[int], *, captions: Sequence[str] | None = None,
             width: int = settings.THUMB_PX, limit: int = settings.GALLERY_MAX) -> None:

@@ -22,7 +22,7 @@ from explorer.review import ReviewStore
 from explorer_fixtures import fake_run, pipeline_run_dir, runs_root  # noqa: F401  (fixtures)
 
 APP = Path(__file__).resolve().parent.parent / "explorer" / "app.py"
-VIEWS = ["overview", "map", "subclasses", "confusion", "mislabels", "similar", "summary", "train"]
+VIEWS = ["overview", "map", "subclasses", "confusion", "mislabels", "tags", "similar", "summary", "train"]
 
 
 def start(timeout: float = 60) -> AppTest:
@@ -356,3 +356,65 @@ def test_map_speed_at_35k(big_root, monkeypatch):
           f"colour reruns {[round(x, 3) for x in colour]}, class reruns {[round(x, 3) for x in klass]}")
     assert min(firsts) < 1.0
     assert float(np.median(colour)) < 0.3 and float(np.median(klass)) < 0.3
+
+
+_STORAGES: list = []
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """Keep AppTest's in-memory media storage reachable after a run, to read download bytes."""
+    from streamlit.runtime import memory_media_file_storage as mm
+
+    orig = mm.MemoryMediaFileStorage.__init__
+
+    def init(self, *a, **k):
+        orig(self, *a, **k)
+        _STORAGES.append(self)
+
+    monkeypatch.setattr(mm.MemoryMediaFileStorage, "__init__", init)
+    yield _STORAGES
+    _STORAGES.clear()
+
+
+def _download(at: AppTest, key: str) -> bytes:
+    """The bytes behind a download button, as the browser would get them."""
+    btn = next(e for e in at.get("download_button") if key in e.proto.id)
+    name = btn.proto.url.rsplit("/", 1)[-1]
+    return _STORAGES[-1].get_file(name).content
+
+
+def test_tags_colour_filter_list_and_export_a_group(runs_root, media):
+    import csv
+
+    store = ReviewStore(runs_root / "fixture")
+    ids = [f for f in __import__("pandas").read_parquet(runs_root / "fixture" / "items.parquet")["id"]]
+    store.tag(ids[:7], "glasses")
+    store.tag(ids[5:9], "baby <b>")
+    store.name_subclass(0, "round faces")
+    at = goto(start(), "map")
+    at.selectbox(key="map_colour").set_value("tag").run()
+    ok(at)
+    assert at.selectbox(key="map_tag_filter").options[1:] == ["glasses (7)", "baby <b> (4)"]
+    at.selectbox(key="map_tag_filter").set_value("glasses").run()
+    ok(at)
+    assert any("Tag “glasses”: 7 images" in s.value.replace("\\", "") for s in at.subheader)
+    # the tag list: counts, its images, remove (and undo), export with tags and sub-class names
+    goto(at, "tags")
+    assert list(at.dataframe[0].value["images"]) == [7, 4]
+    at.selectbox(key="tags_pick").set_value("baby <b>").run()
+    ok(at)
+    assert any("Tag “baby <b>”: 4 images" in s.value.replace("\\", "") for s in at.subheader)
+    data_csv = _download(at, "tags_export_csv").decode()
+    rec = list(csv.DictReader(io.StringIO(data_csv)))
+    assert [r["id"] for r in rec] == ids[5:9]
+    assert {r["tags"] for r in rec} == {"baby <b>;glasses", "baby <b>"}
+    assert all(r["subclass_name"] for r in rec) and "subclass" in rec[0]
+    tasks = json.loads(_download(at, "tags_export_ls"))
+    assert len(tasks) == 4 and "subclass_name" in tasks[0]["data"] and tasks[0]["data"]["tags"]
+    at.button(key="tags_remove").click().run()
+    ok(at)
+    assert set(store.tags()["tag"]) == {"glasses"}
+    at.button(key="tags_undo").click().run()
+    ok(at)
+    assert len(store.tags()) == 11

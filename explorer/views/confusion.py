@@ -43,6 +43,7 @@ if rows:
         st.switch_page("views/map.py")
     with b2:
         widgets.similar_button(path, rows[:64], key="cm_sim")
+    widgets.group_export(path, rows, f"given-{classes[i]}-predicted-{classes[j]}", key="cm_export")
 
 off = [(int(matrix[a, b]), a, b) for a in range(C) for b in range(C) if a != b and matrix[a, b] > 0]
 off.sort(reverse=True)

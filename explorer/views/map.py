@@ -24,7 +24,10 @@ with run_guard():
         st.stop()
 
     focus = State.focus()
-    c1, c2, c3 = st.columns([1, 1.4, 1.4])
+    store = widgets.store(path)
+    tags = store.tags()
+    tag_counts = tags["tag"].value_counts() if len(tags) else None
+    c1, c2, c3, c4 = st.columns([1, 1.4, 1.4, 1.4])
     labels = []
     for m in maps:
         name = METHOD_NAMES.get(m.get("method"), str(m.get("method")))
@@ -39,14 +42,23 @@ with run_guard():
     hl = c3.selectbox("Highlight class", [-1] + list(range(len(classes))), key="map_class",
                       format_func=lambda c: "(none)" if c < 0 else classes[c])
 
-    store = widgets.store(path)
+    tag_opts = [""] + (list(tag_counts.index) if tag_counts is not None else [])
+    if st.session_state.get("map_tag_filter") not in tag_opts:  # a tag that was just removed
+        st.session_state["map_tag_filter"] = ""
+    tag_on = c4.selectbox("Show tag", tag_opts, key="map_tag_filter",
+                          format_func=lambda t: "(none)" if not t else f"{t} ({int(tag_counts[t]):,})",
+                          help="Highlight the images carrying a tag and show them below", disabled=len(tag_opts) < 2)
     col = data.colouring(path, by,
                          subclass_names=store.subclass_names() if by == "subclass" or by.startswith("facet_") else None,
-                         decisions=store.decision_map() if by == "review" else None)
+                         decisions=store.decision_map() if by == "review" else None,
+                         tags=tags if by == "tag" else None)
     xy = data.map_xy(path, maps[mi]["file"])
+    tagged = data.tag_rows(cols["id"], tags, tag_on) if tag_on else None
     highlight = None
     if hl >= 0:
         highlight = np.flatnonzero(cols["label"] == hl)
+    elif tagged is not None:
+        highlight = tagged
     elif focus:
         highlight = np.asarray(focus["rows"], dtype=np.int64)
     mf = figures.map_figure(xy, col, highlight=highlight)
@@ -67,7 +79,9 @@ st.session_state["map_sig"] = sig
 kept = st.session_state.get("map_sel")
 rows = kept[1] if kept and kept[0] == path else np.zeros(0, np.int64)
 title = "Selection"
-if not rows.size and focus:
+if not rows.size and tagged is not None:
+    rows, title = tagged, f"Tag “{tag_on}”"
+elif not rows.size and focus:
     rows, title = np.asarray(focus["rows"], dtype=np.int64), focus["title"]
 
 if not rows.size:
@@ -123,6 +137,9 @@ if go:
         st.toast(md(f"{widgets.n_images(len(sel_ids))}: {said}"), icon=":material/check:")
         st.rerun()
 widgets.undo_bar(path, key="map")
+
+st.markdown("**Export these images** (with their tags, decisions and sub-class names)")
+widgets.group_export(path, rows, title, key="map_export")
 
 left, right = st.columns(2)
 with left:
