@@ -517,7 +517,8 @@ def group_frame(items: pd.DataFrame, rows, decisions: pd.DataFrame, tags: pd.Dat
 
 
 def flagged_frame(items: pd.DataFrame, decisions: pd.DataFrame, tags: pd.DataFrame,
-                  mislabels: pd.DataFrame | None = None) -> pd.DataFrame:
+                  mislabels: pd.DataFrame | None = None, *, subclass: np.ndarray | None = None,
+                  subclass_names: dict[int, str] | None = None) -> pd.DataFrame:
     """One row per flagged (or relabelled) item, in item order, with what a re-annotator needs.
 
     ``items``: the run's items table (``id``, ``label_name``, ...); ``mislabels``: the analysis table
@@ -537,6 +538,9 @@ def flagged_frame(items: pd.DataFrame, decisions: pd.DataFrame, tags: pd.DataFra
         "source": _col(rows, "source", order.values),
         "split": _col(rows, "split", order.values),
         "given_label": _col(rows, "label_name", order.values),
+        "subclass": ([int(subclass[r]) for r in order.values] if subclass is not None else [""] * len(order)),
+        "subclass_name": ([(subclass_names or {}).get(int(subclass[r]), "") for r in order.values]
+                          if subclass is not None else [""] * len(order)),
         "decision": fl.loc[order.index, "decision"].to_numpy(),
         "proposed_label": fl.loc[order.index, "proposed_label"].fillna("").to_numpy(),
         "suggested_label": (_col(mislabels, "suggested_name", order.values) if mislabels is not None else [""] * len(order)),

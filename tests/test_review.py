@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -152,7 +153,9 @@ def test_exports(store):
     store.decide("img3", "keep")
     store.tag(["img1"], "-blurry")
     store.flag("not-in-this-run")
-    fl = review.flagged_frame(items, store.decisions(), store.tags(), mis)
+    fl = review.flagged_frame(items, store.decisions(), store.tags(), mis,
+                              subclass=np.array([0, 1, 1, 2, 3, 3]), subclass_names={3: "glasses <i>"})
+    assert list(fl["subclass_name"]) == ["", "", "glasses <i>"] and list(fl["subclass"]) == [1, 1, 3]
     assert list(fl["id"]) == ["img1", "img2", "img4"]  # item order, keep and unknown ids left out
     assert list(fl["row"]) == [1, 2, 4]
     rows = list(csv.reader(io.StringIO(review.to_csv(fl).decode())))

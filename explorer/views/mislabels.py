@@ -135,7 +135,9 @@ for start in range(0, len(show), 4):
 st.divider()
 st.subheader("Export flagged images")
 with run_guard():
-    flagged = review.flagged_frame(data.items(path), store.decisions(), store.tags(), mis)
+    flagged = review.flagged_frame(data.items(path), store.decisions(), store.tags(), mis,
+                                   subclass=data.subclass_of_rows(path),
+                                   subclass_names=widgets.subclass_display_names(path))
 counts = store.counts()
 st.caption(f"{len(flagged):,} flagged ({counts['relabel']:,} with a proposed label) · {counts['keep']:,} kept")
 if len(flagged):
