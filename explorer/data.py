@@ -323,6 +323,37 @@ def thumbs(path: str | Path) -> Thumbs:
     return _thumbs(str(path), stamp(path))
 
 
+@dataclass(frozen=True)
+class QueueOrder:
+    """Our mislabel ranking as the queue shows it: scores on [0, 1], ties broken, the cut-off."""
+    score: np.ndarray          # (N,) float64 on [0, 1]
+    rank: np.ndarray           # (N,) int64, 1 = most suspicious, no ties
+    likely_wrong: np.ndarray   # (N,) bool
+    tie_break: str             # what breaks equal scores, for the help text
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _queue_order(path: str, stamp_: int) -> QueueOrder:
+    from . import queue
+
+    r = _run(path, stamp_)
+    m = _table(path, stamp_, "analysis/mislabels.parquet")
+    w = float(((_optional_json(path, "metrics.json") or {}).get("mislabels") or {}).get("posterior_weight", 0.1))
+    score = queue.display_scores(m["score"].to_numpy(), w)
+    tie, how = None, "row order"
+    if r.has("class_means.npy") and r.has("embeddings.npy") and "suggested" in m:
+        labels = _items(path, stamp_)["label"].to_numpy()
+        tie = queue.margins(r.embeddings(), labels, m["suggested"].to_numpy(), r.array("class_means.npy"))
+        how = "how much nearer the image lies to the suggested class's mean than to its own"
+    lw = queue.likely_wrong(m["knn_disagree"].to_numpy(), m["p_given_oos"].to_numpy()) \
+        if {"knn_disagree", "p_given_oos"} <= set(m.columns) else score > 0.5
+    return QueueOrder(score, queue.ranking(score, tie), lw, how)
+
+
+def queue_order(path: str | Path) -> QueueOrder:
+    return _queue_order(str(path), stamp(path))
+
+
 @st.cache_resource(max_entries=4, show_spinner="Building the neighbour index…")
 def _similar(path: str, stamp_: int):
     from pipeline.similar import SimilarIndex

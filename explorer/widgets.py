@@ -180,7 +180,10 @@ def group_export(path: str, rows: Sequence[int], name: str, *, key: str) -> None
         return
     with run_guard():
         st_ = store(path)
-        frame = review.group_frame(data.items(path), rows, st_.decisions(), st_.tags(), data.mislabels(path),
+        mis = data.mislabels(path)
+        if mis is not None:  # the score on [0, 1], as the queue shows it
+            mis = mis.assign(score=data.queue_order(path).score)
+        frame = review.group_frame(data.items(path), rows, st_.decisions(), st_.tags(), mis,
                                    subclass=data.subclass_of_rows(path), subclass_names=subclass_display_names(path))
     th = data.thumbs(path)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:40] or "group"

@@ -418,3 +418,43 @@ def test_tags_colour_filter_list_and_export_a_group(runs_root, media):
     at.button(key="tags_undo").click().run()
     ok(at)
     assert len(store.tags()) == 11
+
+
+def test_queue_cut_off_warning_scores_and_live_precision(tmp_path, monkeypatch, media):
+    import pandas as pd
+
+    root = tmp_path / "runs"
+    run = fake_run(root / "fake", 600, seed=3)
+    monkeypatch.setenv("SUBCLASS_EXPLORER_RUNS", str(root))
+    m = pd.read_parquet(run / "analysis" / "mislabels.parquet")
+    n_likely = int(((m["knn_disagree"] > 0.5) & (m["p_given_oos"] < 0.5)).sum())
+    at = goto(start(), "mislabels")
+    assert not at.warning  # kNN accuracy 0.8: no weak-model warning
+    assert at.toggle(key="ml_likely").value and f"Only the {n_likely:,} likely wrong" in at.toggle(key="ml_likely").label
+    assert f"Reviewed 0 of {n_likely:,} candidates" in at.get("progress")[0].proto.text
+    keys = [b.key.split("_", 1)[1] for b in at.button if b.key and b.key.startswith("keep_")]
+    # review: flag the first 8, keep the next 2 -> 8 of 10 confirmed wrong, Wilson 49 % to 94 %
+    for item in keys[:8]:
+        at.button(key=f"flag_{item}").click().run()
+    at.button(key=f"keep_{keys[8]}").click().run()
+    at.button(key=f"keep_{keys[9]}").click().run()
+    ok(at)
+    assert f"Reviewed 10 of {n_likely:,}" in at.get("progress")[0].proto.text
+    assert at.metric[0].value == "80%" and "49%–94%" in texts(at)
+    assert at.metric[1].value.startswith("≈ ")
+    at.toggle(key="ml_likely").set_value(False).run()
+    ok(at)
+    assert "Reviewed 10 of 600 candidates" in at.get("progress")[0].proto.text
+    # the export's scores are shares on [0, 1]
+    tasks = json.loads(_download(at, "ml_ls"))
+    assert len(tasks) == 8 and all(0.0 <= t["predictions"][0]["score"] <= 1.0 for t in tasks)
+    # a weak model gets the warning, with its threshold
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["test"]["knn_accuracy"] = 0.51
+    from pipeline.runs import open_run
+
+    r = open_run(run)
+    r.put_json("metrics.json", metrics)
+    r.save_manifest()
+    at = goto(start(), "mislabels")
+    assert at.warning and "51%, below 60%" in at.warning[0].value

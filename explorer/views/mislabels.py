@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import data, review, settings, widgets
+from explorer import data, queue, review, settings, widgets
 from explorer.widgets import State, md, run_guard
 
 path = widgets.current_run()
@@ -31,32 +31,52 @@ else:
     st.caption("Evidence: **the model saw this label**: neighbours and class means leave each image out, but the "
                "embedding was trained with its label, which pulls the image towards its class. Train with "
                "`--crossfit 2` for out-of-sample evidence.")
+with run_guard():
+    qo = data.queue_order(path)
+    strength = queue.model_strength(data.metrics(path))
+if strength.weak:
+    st.warning(f"This model is too weak for the ranking to mean much: kNN accuracy on the {strength.split} split is "
+               f"{strength.knn_accuracy:.0%}, below {queue.MIN_KNN_ACCURACY:.0%}. The ranking asks whether an image's "
+               "neighbours carry its label; when this many images are misread by their own neighbours, most "
+               "disagreement is the model's error, not the label's, and the top of the queue holds many correct "
+               "labels. Train longer (more epochs) or a stronger backbone before trusting it.",
+               icon=":material/warning:")
 f1, f2, f3, f4 = st.columns([1.6, 2, 2, 1], vertical_alignment="bottom")
 ranking = f1.segmented_control("Ranking", ["ours", "cleanlab"], default="ours", key="ml_rank", required=True,
                                format_func=lambda r: {"ours": "Ours", "cleanlab": "cleanlab"}[r],
                                help="Ours: how many of the image's nearest neighbours disagree with its label, "
                                     "each neighbour weighted by how well its own label fits its own neighbourhood, "
                                     "plus a little of the SGM posterior (Eq. 5) against class means fit without "
-                                    "the image. cleanlab: its self-confidence on the plain neighbour votes.")
+                                    "the image, scaled to [0, 1]; equal scores are ordered by "
+                                    f"{qo.tie_break}. cleanlab: its self-confidence on the plain neighbour votes.")
 ranking = ranking or "ours"
 want = f2.multiselect("Given label", range(len(classes)), key="ml_classes", format_func=lambda c: classes[c],
                       placeholder="all classes")
 if ranking == "ours":
-    score = mis["score"].to_numpy(dtype=np.float64)
-    rank = mis["rank"].to_numpy()
-    lo, hi = float(np.nanmin(score)), float(np.nanmax(score))
-    thr = f3.slider("Score at least", min_value=round(lo, 3), max_value=round(max(hi, lo + 1e-3), 3),
-                    value=round(lo, 3), key="ml_thr_ours", help="higher = more likely mislabelled")
+    score = qo.score
+    rank = qo.rank
+    thr = f3.slider("Score at least", min_value=0.0, max_value=1.0, value=0.0, step=0.01, key="ml_thr_ours",
+                    help="higher = more likely mislabelled")
     keep_mask = score >= thr - 1e-9
+    suspicion = score
 else:
     score = mis["cleanlab_score"].to_numpy(dtype=np.float64)
     rank = mis["cleanlab_rank"].to_numpy()
     thr = f3.slider("Label quality at most", min_value=0.0, max_value=1.0, value=1.0, step=0.01, key="ml_thr_cl",
                     help="cleanlab's label quality: lower = more likely mislabelled")
     keep_mask = score <= thr + 1e-9
+    suspicion = 1.0 - score
 hide = f4.toggle("Hide reviewed", value=True, key="ml_hide")
+n_likely = int(qo.likely_wrong.sum())
+only_likely = st.toggle(f"Only the {n_likely:,} likely wrong", value=True, key="ml_likely",
+                        help=f"Images whose own evidence says the label is probably wrong: more than "
+                             f"{queue.LIKELY_DISAGREE:.0%} of their (trust-weighted) neighbours carry another label and "
+                             f"the posterior of the given label is below {queue.LIKELY_P_GIVEN:.0%}. Off: every image, "
+                             "ranked.")
 
 mask = keep_mask.copy()
+if only_likely:
+    mask &= qo.likely_wrong
 if want:
     mask &= np.isin(cols["label"], np.asarray(want))
 cand = np.flatnonzero(mask)
@@ -67,10 +87,42 @@ n_done = int(reviewed.sum())
 st.progress(n_done / len(cand) if len(cand) else 1.0,
             text=f"Reviewed {n_done:,} of {len(cand):,} candidates"
                  + (f" · {sum(1 for d in decided.values() if d[0] in review.FLAGGED):,} flagged in this run" if decided else ""))
-queue = cand[~reviewed] if hide else cand
+
+# how far along the review is: the share confirmed wrong, its interval, what is left, when to stop
+dec_df = store.decisions().set_index("item_id") if decided else None
+wrong = np.fromiter((decided.get(ids[r], ("",))[0] in review.FLAGGED for r in cand), dtype=bool, count=len(cand)) \
+    if decided else np.zeros(len(cand), bool)
+when = np.fromiter((float(dec_df.at[ids[r], "updated"]) if reviewed[i] else 0.0 for i, r in enumerate(cand)),
+                   dtype=np.float64, count=len(cand)) if decided else np.zeros(len(cand))
+p1, p2, p3 = st.columns([2, 2, 1.3], vertical_alignment="bottom")
+level = p3.number_input("Stop below (% confirmed wrong)", min_value=1, max_value=99, value=50, step=5, key="ml_level",
+                        help=f"The hint says to stop when fewer than this share of your last {queue.RECENT} "
+                             "reviews were confirmed wrong (flag or a proposed label).")
+prog = queue.progress(suspicion[cand], reviewed, wrong, when, level=level / 100)
+if prog.reviewed:
+    lo, hi = prog.interval
+    p1.metric("Confirmed wrong so far", f"{prog.share:.0%}",
+              help=f"{prog.wrong:,} of {prog.reviewed:,} reviewed candidates were flagged or given a new label; "
+                   f"95 % Wilson interval {lo:.0%} to {hi:.0%}.")
+    p1.caption(f"{prog.wrong:,} of {prog.reviewed:,} reviewed · 95 % interval {lo:.0%}–{hi:.0%}")
+    if prog.est_left is not None:
+        p2.metric("Wrong labels left (estimate)", f"≈ {prog.est_left:,.0f}",
+                  help="The share confirmed wrong is fit against the score (never rising as the score falls) and "
+                       "summed over the unreviewed candidates; below the lowest score you reviewed, the share seen "
+                       "there is carried on, so that part is an upper estimate.")
+        p2.caption(f"among {prog.unreviewed:,} unreviewed candidates")
+    if prog.stop:
+        st.warning(f"Recent precision {prog.recent:.0%} (your last {prog.recent_n} reviews) is below {level} %: "
+                   "the rest of this ranking is mostly right labels. You can stop here.", icon=":material/flag:")
+    elif prog.until_rank is not None and prog.until_rank < len(cand):
+        st.info(f"Review until about candidate {prog.until_rank:,} of {len(cand):,}: below that score, the share "
+                f"confirmed wrong so far falls under {level} %.", icon=":material/info:")
+else:
+    p1.caption("Decide a few candidates to see the share confirmed wrong and an estimate of what is left.")
+queue_rows = cand[~reviewed] if hide else cand
 widgets.undo_bar(path, key="ml")
 
-pages = max(1, -(-len(queue) // settings.QUEUE_PAGE))
+pages = max(1, -(-len(queue_rows) // settings.QUEUE_PAGE))
 if not 1 <= int(st.session_state.get("ml_page", 1)) <= pages:
     st.session_state["ml_page"] = pages if st.session_state.get("ml_page", 1) > pages else 1
 st.session_state.setdefault("ml_page", 1)
@@ -78,7 +130,7 @@ page = 1
 if pages > 1:
     pc, _ = st.columns([1, 4])
     page = pc.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="ml_page")
-show = queue[(page - 1) * settings.QUEUE_PAGE: page * settings.QUEUE_PAGE]
+show = queue_rows[(page - 1) * settings.QUEUE_PAGE: page * settings.QUEUE_PAGE]
 if not len(show):
     st.success("Nothing left to review with these filters.")
 
@@ -135,7 +187,8 @@ for start in range(0, len(show), 4):
 st.divider()
 st.subheader("Export flagged images")
 with run_guard():
-    flagged = review.flagged_frame(data.items(path), store.decisions(), store.tags(), mis,
+    # the score on [0, 1], as the queue shows it (Label Studio reads a prediction score as a share)
+    flagged = review.flagged_frame(data.items(path), store.decisions(), store.tags(), mis.assign(score=qo.score),
                                    subclass=data.subclass_of_rows(path),
                                    subclass_names=widgets.subclass_display_names(path))
 counts = store.counts()
