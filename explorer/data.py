@@ -354,6 +354,31 @@ def queue_order(path: str | Path) -> QueueOrder:
     return _queue_order(str(path), stamp(path))
 
 
+COLLAPSE_MAX = 5000  # larger groups are shown without collapsing near-identical frames (O(n^2))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _group_layout(path: str, stamp_: int, rows: tuple[int, ...], mode: str, collapse: bool) -> tuple[np.ndarray, np.ndarray]:
+    from . import groups
+
+    r = _run(path, stamp_)
+    idx = np.asarray(rows, dtype=np.int64)
+    z = np.asarray(r.embeddings()[np.sort(idx)], dtype=np.float32)[np.argsort(np.argsort(idx))]
+    order = groups.spread_order(z) if mode == "spread" else groups.centre_order(z)
+    if collapse and len(idx) <= COLLAPSE_MAX:
+        imgs = np.asarray(r.images()[np.sort(idx)])[np.argsort(np.argsort(idx))]
+        kept, count = groups.collapse(order, groups.dhash(imgs))
+    else:
+        kept, count = order, np.ones(len(order), np.int64)
+    return idx[kept], count
+
+
+def group_layout(path: str | Path, rows, mode: str = "centre", collapse: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A group's rows in gallery order (``centre`` or ``spread``, see explorer.groups) with
+    near-identical frames collapsed: (rows shown, how many images each stands for)."""
+    return _group_layout(str(path), stamp(path), tuple(int(r) for r in rows), mode, bool(collapse))
+
+
 @st.cache_resource(max_entries=4, show_spinner="Building the neighbour index…")
 def _similar(path: str, stamp_: int):
     from pipeline.similar import SimilarIndex

@@ -21,6 +21,9 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # keep in step with .streamlit/config.toml s
 MAX_UPLOAD_PIXELS = 4096 * 4096    # refuse decompression bombs before decoding
 GALLERY_MAX = 64                   # images in one gallery page
 THUMB_PX = 84                      # on-page width of a gallery thumbnail
+GROUP_THUMB_PX = 128               # thumbnails of a group gallery (sub-class, tag, cell): large enough to judge
+GROUP_PAGE = 24                    # images per page of a group gallery
+LARGE_PX = 288                     # "look closer": one image, large
 QUEUE_PAGE = 12                    # mislabel candidates per page
 POLL_S = 1.0                       # how often the job fragment re-reads progress
 

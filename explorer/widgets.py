@@ -216,6 +216,99 @@ def gallery(path: str, rows: Sequence[int], *, captions: Sequence[str] | None = 
     st.image(pngs, caption=caps, width=width, output_format="PNG")
 
 
+GROUP_MODES = {"centre": "Nearest the centre", "spread": "Spread across the group"}
+
+
+def group_gallery(path: str, rows: Sequence[int], *, key: str, width: int = settings.GROUP_THUMB_PX,
+                  page_size: int = settings.GROUP_PAGE) -> None:
+    """A group's images as a judge needs them: nearest the centre or spread across the group,
+    near-identical frames collapsed into one (its caption says how many), every member reachable
+    by paging; thumbnails large enough to see, each one opens full size (the image's own
+    fullscreen button) and "Look closer" shows one with its actions."""
+    rows = [int(r) for r in rows]
+    if not rows:
+        st.caption("No images.")
+        return
+    c1, c2, c3 = st.columns([2, 1.2, 1], vertical_alignment="bottom")
+    mode = c1.segmented_control("Show", list(GROUP_MODES), default="centre", key=f"{key}_mode", required=True,
+                                format_func=GROUP_MODES.get,
+                                help="Nearest the centre: the most typical members first. Spread: each next image "
+                                     "is the member least like all shown before it, so the first page covers the "
+                                     "group's range.") or "centre"
+    collapse = c2.toggle("Collapse near-identical", value=True, key=f"{key}_collapse",
+                         help="Images that are the same picture up to a little noise (consecutive video frames) "
+                              "are shown once, with the count.")
+    with run_guard():
+        shown, count = data.group_layout(path, rows, mode, collapse)
+    pages = max(1, -(-len(shown) // page_size))
+    page = 1
+    if pages > 1:
+        page = c3.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key=f"{key}_page")
+    lo = (page - 1) * page_size
+    part, part_n = shown[lo: lo + page_size], count[lo: lo + page_size]
+    names = data.columns(path)["label_name"]
+    caps = [f"{names[r]}" + (f" ×{n}" if n > 1 else "") for r, n in zip(part, part_n)]
+    gallery(path, part, captions=caps, width=width, limit=page_size)
+    folded = len(rows) - len(shown)
+    st.caption(f"{len(shown):,} distinct of {n_images(len(rows))}"
+               + (f" ({folded:,} near-identical folded in)" if folded > 0 else "")
+               + (f" · page {page} of {pages}" if pages > 1 else "")
+               + " · hover an image for its full-size button")
+    look_closer(path, [int(r) for r in part], key=key)
+
+
+def look_closer(path: str, rows: Sequence[int], *, key: str) -> None:
+    """Pick one image of a gallery: see it large with its id, labels and history, and act on it."""
+    rows = [int(r) for r in rows]
+    if not rows:
+        return
+    ids = data.columns(path)["id"]
+    r = st.selectbox("Look closer at", rows, index=None, key=f"{key}_look", placeholder="choose an image…",
+                     format_func=lambda x: f"{rows.index(x) + 1}. {ids[x]}")
+    if r is not None:
+        image_panel(path, int(r), key=f"{key}_img")
+
+
+def image_panel(path: str, row: int, *, key: str) -> None:
+    """One image, large, with keep / flag / clear / tag / similar and its history."""
+    cols = data.columns(path)
+    item = str(cols["id"][row])
+    st_ = store(path)
+    left, right = st.columns([1, 2])
+    left.image(data.thumbs(path).png(row), width=settings.LARGE_PX, output_format="PNG")
+    with right:
+        d = st_.decision_map().get(item)
+        bits = [f"id {item}", f"given {cols['label_name'][row]}"]
+        if "pred_name" in cols:
+            bits.append(f"kNN predicts {cols['pred_name'][row]}")
+        bits.append(f"decision: {d[0]}" + (f" ({d[1]})" if d[1] else "") if d else "no decision")
+        st.caption(md(" · ".join(bits)))
+
+        def _do(kind: str) -> None:
+            fn = (lambda: st_.undecide(item)) if kind == "clear" else (lambda: st_.decide(item, kind, source="gallery"))
+            if act(fn) is not None:
+                st.toast(md(f"{item}: {kind}"), icon=":material/check:")
+
+        b1, b2, b3 = st.columns(3)
+        b1.button("Keep", key=f"{key}_keep_{item}", on_click=_do, args=("keep",), width="stretch")
+        b2.button("Flag", key=f"{key}_flag_{item}", on_click=_do, args=("flag",), type="primary", width="stretch")
+        b3.button("Clear", key=f"{key}_clear_{item}", on_click=_do, args=("clear",), width="stretch", disabled=d is None)
+        tkey = f"{key}_tag_{item}"
+
+        def _tag() -> None:
+            t = (st.session_state.get(tkey) or "").strip()
+            if t and act(st_.tag, item, t) is not None:
+                st.toast(md(f"{item}: tagged “{t}”"), icon=":material/label:")
+
+        st.text_input("Tag this image", key=tkey, max_chars=80, on_change=_tag, placeholder="type a tag, press Enter")
+        if st.button("Find similar", key=f"{key}_sim_{item}", icon=":material/image_search:", type="tertiary"):
+            State.set_similar_row(row)
+            st.switch_page("views/similar.py")
+        lines = history_lines(path, item)
+        if lines:
+            st.text("\n".join(lines))
+
+
 def label_captions(path: str, rows: Sequence[int], *, extra: Sequence[str] | None = None) -> list[str]:
     cols = data.columns(path)
     names = cols["label_name"]

@@ -458,3 +458,30 @@ def test_queue_cut_off_warning_scores_and_live_precision(tmp_path, monkeypatch, 
     r.save_manifest()
     at = goto(start(), "mislabels")
     assert at.warning and "51%, below 60%" in at.warning[0].value
+
+
+def test_group_gallery_pages_spreads_and_acts_on_one_image(runs_root):
+    at = goto(start(), "subclasses")
+    key = next(t.key for t in at.get("segmented_control") if t.key and t.key.startswith("subgal_"))
+    at.button_group(key=key).set_value("spread").run()
+    ok(at)
+    assert any("distinct of" in c.value for c in at.caption)
+    # a confusion cell: its images captioned by label, each one reachable with its actions
+    goto(at, "confusion")
+    at.selectbox(key="cm_given").select_index(1).run()
+    at.selectbox(key="cm_pred").select_index(2).run()
+    ok(at)
+    at.selectbox(key="cm_gal_look").select_index(0).run()
+    ok(at)
+    row = at.selectbox(key="cm_gal_look").value
+    flag = next(b for b in at.button if b.key and b.key.startswith("cm_gal_img_flag_"))
+    item = flag.key[len("cm_gal_img_flag_"):]
+    flag.click().run()
+    ok(at)
+    store = ReviewStore(runs_root / "fixture")
+    assert store.decision_map()[item] == ("flag", None)
+    at.text_input(key=f"cm_gal_img_tag_{item}").input("blurry").run()
+    ok(at)
+    assert set(store.tags()["tag"]) == {"blurry"}
+    assert any("flagged 1 image" in t.value for t in at.text), [t.value for t in at.text]
+    assert item == str(__import__("pandas").read_parquet(runs_root / "fixture" / "items.parquet")["id"][row])

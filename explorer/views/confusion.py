@@ -36,7 +36,7 @@ j = c2.selectbox("Predicted", range(C), key="cm_pred", format_func=lambda k: cla
 rows = [int(r) for r in cells.get(f"{i},{j}", [])]
 st.subheader(md(f"Given {classes[i]}, predicted {classes[j]}: {widgets.n_images(len(rows))}"))
 if rows:
-    widgets.gallery(path, rows, captions=[f"#{k + 1}" for k in range(min(len(rows), 64))])
+    widgets.group_gallery(path, rows, key="cm_gal")
     b1, b2 = st.columns([1, 3], vertical_alignment="bottom")
     if b1.button("Open on map", key="cm_map", icon=":material/scatter_plot:"):
         State.set_focus(rows, f"Given {classes[i]}, predicted {classes[j]}", colour_by="pred")

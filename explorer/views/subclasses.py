@@ -5,7 +5,7 @@ and a switch between the facets analyze stored (expression, look, the crowd's re
 import numpy as np
 import streamlit as st
 
-from explorer import data, figures, settings, widgets
+from explorer import data, figures, widgets
 from explorer.widgets import State, md, run_guard
 
 path = widgets.current_run()
@@ -100,8 +100,8 @@ for s in cards:
             if s.get("outside"):
                 k4.toggle("More like it", key=more_key, help="The images nearest this group's mean that are not in "
                           "it (in any class): candidates the group missed, or the same look elsewhere.")
-            topk = [int(r) for r in s.get("topk", [])][:settings.GALLERY_MAX]
-            widgets.gallery(path, topk, width=56)
+            members = np.flatnonzero(facet_rows == sid) if facet_rows is not None else np.asarray(s.get("topk", []))
+            widgets.group_gallery(path, members, key=f"subgal_{facet['name']}_{sid}")
             if st.session_state.get(more_key) and s.get("outside"):
                 rows = [int(r) for r in s["outside"]][:settings.GALLERY_MAX]
                 st.caption("Nearest outside the group:")

@@ -3,7 +3,7 @@ map (coloured by tag), remove the tag, or export the group (CSV, Label Studio)."
 import pandas as pd
 import streamlit as st
 
-from explorer import data, settings, widgets
+from explorer import data, widgets
 from explorer.widgets import State, md, run_guard
 
 path = widgets.current_run()
@@ -36,12 +36,7 @@ rows = data.tag_rows(cols["id"], tags, tag)
 st.subheader(md(f"Tag “{tag}”: {widgets.n_images(len(rows))}"))
 if len(rows) < int(counts[tag]):
     st.caption(f"{int(counts[tag]) - len(rows):,} tagged ids are not in this run's items (a re-built run?).")
-pages = max(1, -(-len(rows) // settings.GALLERY_MAX))
-page = 1
-if pages > 1:
-    page = st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="tags_page")
-shown = rows[(page - 1) * settings.GALLERY_MAX: page * settings.GALLERY_MAX]
-widgets.gallery(path, shown, captions=widgets.label_captions(path, shown))
+widgets.group_gallery(path, rows, key="tags_gal")
 
 b1, b2, b3 = st.columns([1, 1.4, 3], vertical_alignment="bottom")
 if b1.button("Open on map", key="tags_map", icon=":material/scatter_plot:"):
