@@ -19,7 +19,9 @@ import streamlit as st  # noqa: E402
 from explorer import data, jobs, settings, widgets  # noqa: E402
 from explorer.widgets import State, md  # noqa: E402
 
-st.set_page_config(page_title="Subclass Explorer", page_icon=":material/scatter_plot:", layout="wide")
+# a file of ours, served by this server: a ":material/...:" page icon made the browser fetch the
+# favicon from Google's font server (fails offline, and a request leaves the machine)
+st.set_page_config(page_title="Subclass Explorer", page_icon=str(_ROOT / "assets" / "icon.png"), layout="wide")
 
 PAGES = {
     "overview": st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),

@@ -386,6 +386,22 @@ def _similar(path: str, stamp_: int):
     return SimilarIndex(_run(path, stamp_))
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _nn_reference(path: str, stamp_: int, sample: int = 500) -> float:
+    from pipeline.similar import query
+
+    idx = _similar(path, stamp_)
+    rows = np.random.default_rng(0).choice(len(idx.z), size=min(sample, len(idx.z)), replace=False)
+    dist, _ = query(idx.index, idx.z[rows], k=2)
+    return float(np.percentile(dist[:, 1], 95))  # column 0 is the image itself
+
+
+def nn_reference(path: str | Path) -> float:
+    """The 95th percentile of the run's own nearest-neighbour distances (500 images sampled):
+    an upload whose nearest image is farther than this has no close match in the run."""
+    return _nn_reference(str(path), stamp(path))
+
+
 def similar_index(path: str | Path):
     """pipeline.similar.SimilarIndex for the run (kNN over embeddings; model loaded on first upload)."""
     return _similar(str(path), stamp(path))

@@ -37,6 +37,12 @@ def plain(text: object) -> str:
     return html.escape(str(text), quote=False)
 
 
+def short(text: object, n: int) -> str:
+    """``text`` cut to at most ``n`` characters, an ellipsis marking the cut."""
+    s = str(text)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
 @dataclass(frozen=True)
 class Colouring:
     """How the map's points are coloured.
@@ -143,7 +149,7 @@ def map_figure(xy: np.ndarray, colouring: Colouring, *, highlight: np.ndarray | 
             rows = order[bounds[k]:bounds[k + 1]]
             if rows.size == 0:
                 continue
-            name = plain(colouring.names[k])[:40]
+            name = plain(short(colouring.names[k], 40))  # cut first: cutting after escaping left "&lt"
             tr = go.Scattergl(x=xy[rows, 0], y=xy[rows, 1], name=name, legendgroup=name,
                               marker=dict(color=PALETTE[k % len(PALETTE)], size=point_size, line=dict(width=0)),
                               hovertemplate="%{fullData.name}<extra></extra>", **base)
@@ -172,7 +178,7 @@ def map_figure(xy: np.ndarray, colouring: Colouring, *, highlight: np.ndarray | 
             tr.unselected = dict(marker=dict(opacity=0.12))
     fig = go.Figure(traces)
     fig.update_layout(
-        height=height, margin=dict(l=10, r=10, t=30 if title else 10, b=10), dragmode="lasso",
+        height=height, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",  # t: room for the toolbar
         xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
         yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None, scaleanchor="x"),
         uirevision="map", hovermode="closest", showlegend=legend,

@@ -247,7 +247,8 @@ def group_gallery(path: str, rows: Sequence[int], *, key: str, width: int = sett
     lo = (page - 1) * page_size
     part, part_n = shown[lo: lo + page_size], count[lo: lo + page_size]
     names = data.columns(path)["label_name"]
-    caps = [f"{names[r]}" + (f" ×{n}" if n > 1 else "") for r, n in zip(part, part_n)]
+    mixed = len({str(names[r]) for r in rows[:5000]}) > 1  # one label throughout: saying it under each is noise
+    caps = [(f"{names[r]}" if mixed else "") + (f" ×{n}" if n > 1 else "") for r, n in zip(part, part_n)]
     gallery(path, part, captions=caps, width=width, limit=page_size)
     folded = len(rows) - len(shown)
     st.caption(f"{len(shown):,} distinct of {n_images(len(rows))}"
@@ -443,8 +444,25 @@ def class_names(path: str) -> list[str]:
     return data.run(path).classes
 
 
+def plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def n_images(n: int) -> str:
-    return f"{n:,} image" if n == 1 else f"{n:,} images"
+    return plural(n, "image", "images")
+
+
+def distinct(captions: Sequence[str]) -> list[str]:
+    """Captions that repeat get "(1 of 3)", "(2 of 3)", ... so no two images read the same."""
+    from collections import Counter
+
+    total = Counter(captions)
+    seen: Counter = Counter()
+    out = []
+    for c in captions:
+        seen[c] += 1
+        out.append(c if total[c] == 1 else f"{c} ({seen[c]} of {total[c]})")
+    return out
 
 
 def selection_rows_array(rows) -> np.ndarray:

@@ -197,6 +197,14 @@ def test_confusion_cell_shows_its_images(runs_root):
     assert any(s.value.replace("\\", "").endswith(f": {n:,} image" + ("" if n == 1 else "s")) for s in at.subheader)
 
 
+def _run_face_png(root: Path) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.load(root / "fixture" / "images.npy", mmap_mode="r")[7]).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def test_similar_from_a_row_and_from_an_upload(runs_root):
     from PIL import Image
 
@@ -212,6 +220,10 @@ def test_similar_from_a_row_and_from_an_upload(runs_root):
     at.file_uploader(key="sim_upload").upload("face.png", buf.getvalue(), "image/png").run()
     ok(at)
     assert len(at.dataframe[0].value) == 16
+    assert any("No close match" in w.value for w in at.warning)  # noise is far from every face
+    at.file_uploader(key="sim_upload").upload("face.png", _run_face_png(runs_root), "image/png").run()
+    ok(at)
+    assert not any("No close match" in w.value for w in at.warning)  # one of the run's own faces is not
     at.file_uploader(key="sim_upload").upload("evil.png", b"<script>alert(1)</script>", "image/png").run()
     assert at.error and "not a readable image" in at.error[0].value
     assert not at.exception

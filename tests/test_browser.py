@@ -11,6 +11,8 @@ Scattergl points, and an empty page (issue 4: at most +0.5 s over the bare page)
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import signal
@@ -22,6 +24,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -87,6 +90,17 @@ def browser():
             b.close()
 
 
+DOCS_IMG = ROOT / "docs" / "img"
+
+
+def shot(page, name: str) -> None:
+    """A screenshot for test-artifacts/, and for the README (docs/img/) when UPDATE_DOCS_IMG=1."""
+    page.screenshot(path=str(ART / f"browser-{name}.png"), full_page=False)
+    if os.environ.get("UPDATE_DOCS_IMG") == "1":
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_IMG / f"{name}.png"), full_page=False)
+
+
 def settle(page, timeout=30_000) -> None:
     """Wait until Streamlit has finished the script run (no running indicator) and painted."""
     page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=timeout)
@@ -111,9 +125,11 @@ def test_flag_survives_a_reload(tmp_path, pipeline_run_dir):
     shutil.copytree(pipeline_run_dir, root / "fixture")
     env = {"SUBCLASS_EXPLORER_RUNS": str(root), "SUBCLASS_EXPLORER_DATA_ROOTS": str(tmp_path)}
     with streamlit_server(ROOT / "explorer" / "app.py", env, ART / "browser-streamlit.log") as url, browser() as b:
-        page = b.new_page(viewport={"width": 1400, "height": 1000})
+        page = b.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         errors: list[str] = []
+        requests: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
 
         # the map: drawn, then a box selection shows its images below
         page.goto(url + "/map")
@@ -137,6 +153,35 @@ def test_flag_survives_a_reload(tmp_path, pipeline_run_dir):
         page.screenshot(path=str(ART / "browser-map-selection.png"), full_page=True)
         assert page.locator('[data-testid="stImage"] img').count() >= 64
         assert gallery_s < 1.0, gallery_s  # issue 4: a 64-image gallery appears in under a second
+
+        # tag the selection -> show that tag on the map -> export its images (CSV)
+        n_sel = int(page.get_by_role("button", name="Apply to").inner_text().split()[-1].replace(",", ""))
+        page.get_by_label("Tag (optional)").fill("glasses")
+        page.get_by_role("button", name="Apply to").click()
+        page.get_by_text("Show tag").wait_for(timeout=30_000)
+        settle(page)
+        box = page.locator('[data-testid="stSelectbox"]', has_text="Show tag").get_by_role("combobox")
+        page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stSelectbox"]')]
+            .some(e => e.innerText.includes('Show tag') && !e.querySelector('input[disabled]'))""", timeout=30_000)
+        box.click()
+        page.keyboard.type("glasses")
+        page.get_by_role("option", name=f"glasses ({n_sel:,})").click()
+        page.get_by_text(f"Tag “glasses”: {n_sel:,} images").wait_for(timeout=30_000)
+        settle(page)
+        page.wait_for_function(PLOT_DRAWN, timeout=60_000)
+        shot(page, "map")
+        with page.expect_download(timeout=30_000) as dl:
+            page.get_by_role("button", name=f"CSV ({n_sel:,} images)").click()
+        rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
+        assert len(rows) == n_sel and {r["tags"] for r in rows} == {"glasses"} and all(r["subclass_name"] for r in rows)
+        assert not any(r["decision"] for r in rows)  # tagging flagged nothing
+
+        # the sub-classes page (for the README)
+        page.goto(url + "/subclasses")
+        page.get_by_text("Name the ones you recognise").wait_for(timeout=60_000)
+        settle(page)
+        page.wait_for_function(IMAGES_LOADED, timeout=30_000)
+        shot(page, "subclasses")
 
         # the confusion matrix: a click on a cell shows its images
         page.goto(url + "/confusion")
@@ -175,15 +220,21 @@ def test_flag_survives_a_reload(tmp_path, pipeline_run_dir):
 
         # undo the flag, reload: it is gone, and the undo is in the log (nothing deleted)
         page.get_by_role("button", name="Undo: flagged 1 image").click()
-        page.get_by_text("Nothing to undo").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Undo: tagged").wait_for(timeout=30_000)  # next in line: the map's tag
         page.reload()
         page.get_by_text("Mislabel candidates").wait_for(timeout=60_000)
         settle(page)
         page.get_by_text("Reviewed 0 of").wait_for(timeout=30_000)
         assert not errors, errors
+    # nothing the app showed came from anywhere but this machine (fonts, icons, the favicon included)
+    away = sorted({u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")
+                   and urlsplit(u).hostname not in ("localhost", "127.0.0.1", "::1")})
+    assert not away, away
+    assert len(requests) > 20  # the listener saw the page's own traffic
     store = ReviewStore(root / "fixture")
     assert store.decisions().empty
-    assert [e["action"] for e in store.log()] == ["undo", "decide"]
+    assert [e["action"] for e in store.log()] == ["undo", "decide", "flag_and_tag"]
+    assert set(store.tags()["tag"]) == {"glasses"}  # the undo took back the flag only
 
 
 # ------------------------------------------------------------------------------- load time at 35k

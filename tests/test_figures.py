@@ -121,3 +121,13 @@ def test_training_curve_and_tables():
     assert list(t["split"]) == ["test", "train"] and t.loc[0, "kNN acc"] == 50.0 and t.loc[0, "R@1"] == 25.0
     assert figures.bic_figure({"a": [[1, 3.0], [2, 2.0]]}).data[0].name == "a"
     assert figures.bic_figure({}) is None
+
+
+def test_legend_names_are_cut_before_escaping():
+    from explorer import figures as F
+
+    col = F.categorical(np.array(["<b>" * 20, "plain"]), title="t")
+    fig = F.map_figure(np.zeros((2, 2), np.float32), col).fig
+    names = [t.name for t in fig.data]
+    assert all(not n.endswith(("&lt", "&l", "&", "&lt;b", "&gt")) for n in names), names
+    assert any(n.endswith("…") and n.startswith("&lt;b&gt;") for n in names)

@@ -23,6 +23,7 @@ with run_guard():
         st.warning("This run has no stored maps.")
         st.stop()
 
+    st.title("Map")
     focus = State.focus()
     store = widgets.store(path)
     tags = store.tags()

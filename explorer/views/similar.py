@@ -80,6 +80,12 @@ else:
         q1, q2 = st.columns([1, 5])
         q1.image(to_image(blob, idx.image_size), width=112, output_format="PNG")
         q2.caption(md(f"uploaded: {up.name}"))
+        ref = data.nn_reference(path)
+        if len(result) and float(result["distance"].iloc[0]) > ref:
+            q2.warning(f"No close match: the nearest image is at distance {float(result['distance'].iloc[0]):.3f}, "
+                       f"farther than 95 % of this run's images are from their own nearest neighbour ({ref:.3f}). "
+                       "The picture may not be a face like these, or shows something the run has not seen.",
+                       icon=":material/travel_explore:")
 
 if result is not None and len(result):
     rows = result["row"].to_numpy(dtype=np.int64)

@@ -5,7 +5,7 @@ and a switch between the facets analyze stored (expression, look, the crowd's re
 import numpy as np
 import streamlit as st
 
-from explorer import data, figures, widgets
+from explorer import data, figures, settings, widgets
 from explorer.widgets import State, md, run_guard
 
 path = widgets.current_run()

@@ -15,10 +15,10 @@ with run_guard():
     names = widgets.store(path).subclass_names()
 
 st.title("Album summary")
-st.caption(md(f"{len(rows)} images · {summ.get('method', '')}"))
+st.caption(md(f"{widgets.n_images(len(rows))} · {summ.get('method', '')}"))
 captions = widgets.label_captions(path, rows)  # the given label, or the sub-class it stands for
 if sub_rows is not None:
     captions = [data.subclass_label(info.get(int(sub_rows[r]), {"id": int(sub_rows[r])}), names.get(int(sub_rows[r])))
                 for r in rows]
-widgets.gallery(path, rows, captions=captions, width=104)
+widgets.gallery(path, rows, captions=widgets.distinct(captions), width=104)
 widgets.similar_button(path, rows, key="sum_sim")
