@@ -479,11 +479,35 @@ SYNTHETIC_CHOICES = {"synthetic": "synthetic: 4,000 generated faces (a few minut
                      "synthetic:600": "synthetic: 600 faces (a quick test)"}
 
 
+def bare_path_spec(text: str, roots: list[Path]) -> str:
+    """``/data/faces`` -> ``folder:/data/faces``, ``/data/list.csv`` -> ``csv:/data/list.csv`` (the
+    user's spelling kept); anything else raises JobError naming the forms that work."""
+    raw = text.strip()
+    if not raw:
+        raise jobs.JobError("no data chosen: pick one, or type a folder, a CSV file or a data spec")
+    p = Path(raw).expanduser()
+    if not p.is_absolute() and roots:  # relative to the first data root, as the help says
+        p = roots[0] / p
+    if p.is_dir():
+        return f"folder:{p}"
+    if p.is_file() and p.suffix.lower() == ".csv":
+        return f"csv:{p}"
+    if p.exists():
+        raise jobs.JobError(f"{raw} is neither a folder nor a .csv file; use folder:DIR (one sub-folder per class) "
+                            "or csv:FILE (path,label[,split])")
+    if "/" in raw or raw.startswith(("~", ".")):
+        raise jobs.JobError(f"{raw} does not exist")
+    raise jobs.JobError(f"unknown data source in {raw!r}: type a folder or CSV path, or a spec such as "
+                        "folder:/data/faces, csv:/data/list.csv, ferplus:DIR, synthetic")
+
+
 def check_spec(spec: str, roots: list[Path]) -> str:
     """A data spec the form may start, or raise JobError: known source, paths under a data root."""
-    from pipeline.sources import DataError, parse_spec
+    from pipeline.sources import SOURCES, DataError, parse_spec
 
     spec = spec.strip()
+    if spec.partition(":")[0].strip().lower() not in SOURCES:  # a bare path: a folder or a CSV file
+        spec = bare_path_spec(spec, roots)
     try:
         kind, _ = parse_spec(spec)
     except DataError as exc:
@@ -514,7 +538,8 @@ def train_form(root: Path, *, key: str) -> None:
     with st.form(f"train_form_{key}", border=False):
         spec = st.selectbox("Data", choices, key=f"{key}_spec",
                             format_func=lambda s: SYNTHETIC_CHOICES.get(s, s))
-        other = st.text_input("…or a data spec", key=f"{key}_other", placeholder="folder:/path/under/a/data/root",
+        other = st.text_input("…or a folder, a CSV file or a data spec", key=f"{key}_other",
+                              placeholder="/path/under/a/data/root or folder:/… csv:/… ferplus:/…",
                               help="Paths must lie under a data root: "
                                    + (", ".join(str(r) for r in roots) or f"none set ({settings.DATA_ROOTS_ENV})"))
         loss = st.segmented_control("Loss", list(jobs.LOSSES), default="sgm", key=f"{key}_loss",

@@ -275,6 +275,26 @@ def test_train_form_refuses_paths_outside_the_data_roots(runs_root, tmp_path):
     assert jobs.current(runs_root) is None
 
 
+def test_train_form_takes_a_bare_folder_or_csv_path_keeping_its_case(runs_root, tmp_path):
+    from explorer.widgets import check_spec
+
+    data_root = (tmp_path / "data").resolve()
+    faces = data_root / "My Faces"
+    (faces / "Happy").mkdir(parents=True)
+    (data_root / "List.CSV").write_text("path,label\n")
+    assert check_spec(str(faces), [data_root]) == f"folder:{faces}"
+    assert check_spec("My Faces", [data_root]) == f"folder:{faces}"  # relative to the data root
+    assert check_spec(str(data_root / "List.CSV"), [data_root]) == f"csv:{data_root / 'List.CSV'}"
+    at = goto(start(), "train")
+    at.text_input(key="page_other").input(str(data_root / "Nowhere" / "Faces"))
+    at.button(key="FormSubmitter:train_form_page-Start training").click().run()
+    assert at.error and "Nowhere" in at.error[0].value.replace("\\", "") and "does not exist" in at.error[0].value
+    at.text_input(key="page_other").input("Faces")
+    at.button(key="FormSubmitter:train_form_page-Start training").click().run()
+    assert at.error and "folder:/data/faces" in at.error[0].value.replace("\\", "")
+    assert jobs.current(runs_root) is None
+
+
 def test_a_broken_run_shows_one_line_and_the_app_goes_on(runs_root):
     bad = runs_root / "zz-broken"
     shutil.copytree(runs_root / "fixture", bad)
