@@ -93,15 +93,74 @@ def run_guard() -> Iterator[None]:
         st.stop()
 
 
+UNFINISHED = ("interrupted", "failed", "running")
+
+
 def current_run() -> str:
-    """The run this session is looking at, checked to be readable; stops the page otherwise."""
+    """The run this session is looking at, checked to be readable; stops the page otherwise. An
+    unfinished run (interrupted, failed, or 'running' with no job on it) gets its own panel."""
     path = State.run_path()
     if not path:
         st.info("No run is selected. Pick one in the sidebar, or train one.")
         st.stop()
-    with run_guard():
+    try:
         data.run(path)
+    except RunError:
+        info = next((r for r in data.runs(settings.runs_root()) if r.path == path), None)
+        if info is not None and info.status in UNFINISHED and not info.problem:
+            unfinished_run_panel(info)
+            st.stop()
+        with run_guard():
+            data.run(path)
     return path
+
+
+def unfinished_run_panel(info: data.RunInfo) -> None:
+    """An unfinished run: what happened, and Delete (to the trash, confirmed; nothing is lost)."""
+    root = settings.runs_root()
+    job = jobs.current(root)
+    if job is not None and job.active and Path(job.run_dir) == Path(info.path):
+        st.info(md(f"Run {info.name} is being built by the current job."))
+        job_panel(compact=False)
+        return
+    st.title(md(f"Run {info.name}"))
+    said = {"interrupted": "was stopped before it finished (cancelled, or the machine went down)",
+            "failed": "failed before it finished", "running": "is marked running, but no job is working on it "
+                                                             "(its process ended without a word)"}[info.status]
+    st.warning(md(f"This run {said}. Its checkpoint is kept: it can be resumed with the same options "
+                  "(`python -m pipeline train ... --resume`), or moved to the trash."), icon=":material/pause_circle:")
+    if st.button("Delete…", key="run_delete", icon=":material/delete:"):
+        st.session_state["_confirm_delete"] = info.path
+    if st.session_state.get("_confirm_delete") == info.path:  # kept open across reruns until answered
+        confirm_delete(info.path)
+
+
+def _dismiss_delete() -> None:
+    st.session_state.pop("_confirm_delete", None)
+
+
+@st.dialog("Move this run to the trash?", on_dismiss=_dismiss_delete)
+def confirm_delete(path: str) -> None:
+    from pipeline.runs import TRASH, trash_run
+
+    name = Path(path).name
+    st.markdown(md(f"{name} goes to {Path(path).parent / TRASH}. Nothing is deleted: move the folder back "
+                   "to restore it."))
+    c1, c2 = st.columns(2)
+    if c1.button("Move to trash", key="run_delete_yes", type="primary", icon=":material/delete:"):
+        try:
+            dest = trash_run(Path(path))
+        except (RunError, OSError) as exc:
+            st.error(md(str(exc).splitlines()[0]))
+            return
+        _dismiss_delete()
+        State.set_run_path(None)
+        State.clear_focus()
+        st.session_state["_job_news"] = f"Moved {name} to {dest}"
+        st.rerun()
+    if c2.button("Cancel", key="run_delete_no"):
+        _dismiss_delete()
+        st.rerun()
 
 
 def require_analysis(path: str) -> None:
@@ -413,6 +472,12 @@ def _job_body(compact: bool) -> None:
         if job.state == "done":
             if not compact:
                 st.success(md(f"Last job finished: {job.title or Path(job.run_dir).name}"))
+            if State.run_path() != str(job.run_dir) and Path(job.run_dir, "manifest.json").exists():
+                if st.button(md(f"Open run {Path(job.run_dir).name}"), key=f"open_job_run_{'c' if compact else 'f'}",
+                             icon=":material/open_in_new:"):
+                    State.set_run_path(str(job.run_dir))
+                    State.clear_focus()
+                    st.rerun(scope="app")
         elif job.state == "failed":
             st.error(md(f"Last job failed: {job.message or 'see the log'}"))
             if not compact:

@@ -405,5 +405,26 @@ def list_runs(root: Path) -> list[tuple[Path, Run | None, str]]:
     return out
 
 
+TRASH = ".trash"  # under the runs root: runs moved out of the way, never deleted by us
+
+
+def trash_run(path: Path) -> Path:
+    """Move the run folder ``path`` into ``<its root>/.trash/<name>-<time>`` (one rename on the
+    same file system: all or nothing) and return where it went. Nothing is deleted; moving the
+    folder back restores the run. Refuses anything that is not a run folder."""
+    path = Path(path)
+    if not path.is_dir() or not (path / MANIFEST).exists():
+        raise RunError(f"{path}: not a run folder; nothing moved")
+    trash = path.parent / TRASH
+    trash.mkdir(exist_ok=True)
+    dest = trash / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    i = 2
+    while dest.exists():
+        dest = trash / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{i}"
+        i += 1
+    os.rename(path, dest)
+    return dest
+
+
 def iter_artifacts(run: Run) -> Iterable[str]:
     return sorted(run.artifacts)

@@ -517,3 +517,40 @@ def test_group_gallery_pages_spreads_and_acts_on_one_image(runs_root):
     assert set(store.tags()["tag"]) == {"blurry"}
     assert any("flagged 1 image" in t.value for t in at.text), [t.value for t in at.text]
     assert item == str(__import__("pandas").read_parquet(runs_root / "fixture" / "items.parquet")["id"][row])
+
+
+def test_an_interrupted_run_can_be_moved_to_the_trash(runs_root):
+    from pipeline.runs import open_run
+
+    stopped = fake_run(runs_root / "stopped", 60, seed=4, analysed=False)
+    r = open_run(stopped)
+    r.save_manifest(status="interrupted")
+    at = start()
+    at.selectbox(key="run_picker").set_value(str(stopped)).run()
+    assert not at.exception
+    assert at.warning and "stopped before it finished" in at.warning[0].value
+    at.button(key="run_delete").click().run()
+    assert not at.exception
+    at.button(key="run_delete_yes").click().run()
+    ok(at)
+    assert not stopped.exists()
+    moved = list((runs_root / ".trash").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith("stopped-") and (moved[0] / "manifest.json").exists()
+    assert at.session_state["run_path"] == str(runs_root / "fixture")  # the app goes on with a usable run
+    assert "stopped" not in [o for o in at.selectbox(key="run_picker").options]
+
+
+def test_a_finished_job_offers_to_open_its_run(runs_root):
+    import sys
+
+    second = runs_root / "second"
+    shutil.copytree(runs_root / "fixture", second)
+    at = start()
+    jobs.start(runs_root, "train", second, [[sys.executable, "-c", "print('done')"]], title="a quick job")
+    assert jobs.wait(runs_root, timeout=30).state == "done"
+    at.session_state["run_path"] = str(runs_root / "fixture")
+    at.run()
+    ok(at)
+    at.button(key="open_job_run_c").click().run()
+    ok(at)
+    assert at.session_state["run_path"] == str(second)

@@ -102,3 +102,16 @@ def test_checkpoint_with_pickle_payload_is_refused(tmp_path):
     with pytest.raises(RunError, match="refused or unreadable"):
         load_torch(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_trash_run_moves_whole_runs_only(tmp_path):
+    from pipeline.runs import RunError, create_run, list_runs, trash_run
+
+    run = create_run(tmp_path / "r1", config={}, classes=["a"])
+    run.save_manifest(status="interrupted")
+    (tmp_path / "notarun").mkdir()
+    with pytest.raises(RunError, match="not a run folder"):
+        trash_run(tmp_path / "notarun")
+    dest = trash_run(tmp_path / "r1")
+    assert dest.parent == tmp_path / ".trash" and (dest / "manifest.json").exists() and not (tmp_path / "r1").exists()
+    assert list_runs(tmp_path) == []  # the trash is not a run
