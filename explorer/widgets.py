@@ -450,8 +450,10 @@ def _job_body(compact: bool) -> None:
             st.progress(1.0 if stage == "analyze" else 0.0,
                         text=f"Step {step + 1} of {len(names)}: {stage} (sub-classes, maps, mislabels)…")
         st.caption(md(f"{job.kind}: {job.title or Path(job.run_dir).name}"))
-        if not compact:
-            st.code("\n".join(jobs.log_tail(root, job, 15)) or "(no output yet)", language=None)
+        if not compact:  # the command and the log are there for whoever wants them, not in the way
+            with st.expander("Details: the command and its output"):
+                st.code(jobs.command_line(job), language="bash", wrap_lines=True)
+                st.code("\n".join(jobs.log_tail(root, job, 15)) or "(no output yet)", language=None)
         c1, c2 = st.columns(2)
         if c1.button("Cancel", key=f"cancel_{'c' if compact else 'f'}", icon=":material/stop_circle:"):
             try:
