@@ -7,8 +7,10 @@ HTML. Where Streamlit renders Markdown (captions, headers, widget labels) they g
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import re
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,29 @@ from . import data, jobs, review, settings
 from .review import ReviewError, ReviewStore
 
 log = logging.getLogger("explorer")
+
+# This module is imported once per server process (its first page): jobs started before that
+# have outlived the server that started them.
+SERVER_STARTED = time.time()
+
+
+def outliving_job_line(job: "jobs.Job") -> str:
+    """One line saying a job keeps running without its server, and how to stop it."""
+    name = job.title or Path(job.run_dir).name
+    return (f"The {job.kind} job '{name}' (process group {job.pid}) keeps running after this server stops; "
+            f"its run appears in the app when it is done. To stop it: kill -TERM -{job.pid}")
+
+
+def _say_outliving_job_at_exit() -> None:
+    try:
+        job = jobs.current(settings.runs_root())
+    except Exception:  # the runs folder went away: nothing to say
+        return
+    if job is not None and job.active:
+        print(f"subclass-explorer: {outliving_job_line(job)}", file=sys.stderr, flush=True)
+
+
+atexit.register(_say_outliving_job_at_exit)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$=&\"'])")
 
@@ -450,6 +475,9 @@ def _job_body(compact: bool) -> None:
             st.progress(1.0 if stage == "analyze" else 0.0,
                         text=f"Step {step + 1} of {len(names)}: {stage} (sub-classes, maps, mislabels)…")
         st.caption(md(f"{job.kind}: {job.title or Path(job.run_dir).name}"))
+        if job.started and job.started < SERVER_STARTED:
+            st.caption(md("This job was started before this app server was, and kept running on its own: "
+                          f"Cancel stops it (or, in a terminal: kill -TERM -{job.pid})."))
         if not compact:  # the command and the log are there for whoever wants them, not in the way
             with st.expander("Details: the command and its output"):
                 st.code(jobs.command_line(job), language="bash", wrap_lines=True)

@@ -306,3 +306,28 @@ def test_map_load_time_at_35k(tmp_path):
     (ART / "speed-browser.txt").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
     assert med["explorer map, 35k"] <= med["bare st.plotly_chart, 35k Scattergl"] + 0.5
+
+
+def test_a_job_outliving_its_server_says_so(tmp_path, pipeline_run_dir):
+    """A job started before this server: the app says it kept running and how to stop it; when the
+    server stops with a job still running, its terminal says so (with the kill command)."""
+    from explorer import jobs
+
+    root = tmp_path / "runs"
+    shutil.copytree(pipeline_run_dir, root / "fixture")
+    jobs.start(root, "train", root / "slow", [[sys.executable, "-c", "import time; time.sleep(120)"]], title="a slow job")
+    log = ART / "browser-outliving.log"
+    ART.mkdir(exist_ok=True)
+    try:
+        with streamlit_server(ROOT / "explorer" / "app.py", {"SUBCLASS_EXPLORER_RUNS": str(root)}, log) as url, \
+                browser() as b:
+            page = b.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url + "/overview")
+            page.get_by_text("kept running on its own").wait_for(timeout=60_000)
+        text = log.read_text()
+        job = jobs.current(root)
+        assert job is not None and job.active  # the server is gone, the job is not
+        assert "keeps running after this server stops" in text and f"kill -TERM -{job.pid}" in text
+    finally:
+        jobs.cancel(root, force=True)
+        jobs.wait(root, timeout=30)
