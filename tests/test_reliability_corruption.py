@@ -226,7 +226,7 @@ def test_resume_with_a_damaged_checkpoint_says_so_and_leaves_the_run_failed_not_
 
 # ----------------------------------------------------------------------------- the app side
 APP = Path(__file__).resolve().parent.parent / "explorer" / "app.py"
-PAGES = ["overview", "map", "subclasses", "confusion", "mislabels", "similar", "summary"]
+PAGES = ["overview", "map", "subclasses", "confusion", "mislabels", "tags", "similar", "summary"]
 
 
 @pytest.fixture(scope="module")
