@@ -275,8 +275,10 @@ def group_export(path: str, rows: Sequence[int], name: str, *, key: str) -> None
     e1, e2 = st.columns(2)
     e1.download_button(f"CSV ({n_images(len(rows))})", review.to_csv(frame), file_name=f"{base}.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore", key=f"{key}_csv")
+    # built when clicked (a callable): embedding every image as a data URI is the costly part, and
+    # it would otherwise run on every rerun of the page while its gallery loads
     e2.download_button("Label Studio tasks (JSON)",
-                       review.to_label_studio(frame, image_ref=lambda r, p: p if p else th.data_uri(r)),
+                       lambda: review.to_label_studio(frame, image_ref=lambda r, p: p if p else th.data_uri(r)),
                        file_name=f"{base}-label-studio.json", mime="application/json", icon=":material/download:",
                        on_click="ignore", key=f"{key}_ls")
 

@@ -222,3 +222,20 @@ def test_an_undo_that_cannot_be_logged_changes_nothing(store, monkeypatch):
         store.undo()
     monkeypatch.undo()
     assert len(store.tags()) == 1 and [e["action"] for e in store.log()] == ["tag", "decide"]
+
+
+def test_group_export_carries_tags_decisions_and_sub_class_names(store):
+    items = items_frame()
+    store.tag(["img3", "img1"], "glasses")
+    store.tag("img1", "baby")
+    store.decide("img3", "relabel", proposed_label="happy")
+    g = review.group_frame(items, [3, 1, 5], store.decisions(), store.tags(), None,
+                           subclass=np.array([0, 1, 1, 2, 3, 3]), subclass_names={1: "round", 2: "=evil()"})
+    assert list(g["id"]) == ["img3", "img1", "img5"]  # the group's order
+    assert list(g["tags"]) == ["glasses", "baby;glasses", ""]
+    assert list(g["decision"]) == ["relabel", "", ""] and g["proposed_label"][0] == "happy"
+    assert list(g["subclass_name"]) == ["=evil()", "round", ""]
+    rows = list(csv.reader(io.StringIO(review.to_csv(g).decode())))
+    assert rows[0] == review.EXPORT_COLUMNS and dict(zip(rows[0], rows[1]))["subclass_name"] == "'=evil()"
+    tasks = json.loads(review.to_label_studio(g))
+    assert tasks[1]["data"]["subclass_name"] == "round" and tasks[1]["data"]["tags"] == "baby;glasses"
