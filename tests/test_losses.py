@@ -106,8 +106,9 @@ def test_absent_classes_get_no_gradient_and_change_nothing(seed):
     # the compact problem: only the present classes exist
     compact = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
     small, g_small = loss_and_grad(compact, t[:, [0, 2, 5]], 3)
-    assert full == pytest.approx(small, rel=1e-6, abs=1e-9)
-    assert torch.allclose(g_full, g_small, rtol=1e-5, atol=1e-8)
+    # float32: renormalising a row with extra mass rounds differently, hence the tolerances
+    assert full == pytest.approx(small, rel=1e-5, abs=1e-7)
+    assert torch.allclose(g_full, g_small, rtol=1e-4, atol=1e-6)
     # moving target mass around the absent classes, or adding more absent classes, changes nothing
     t2 = t.clone()
     t2[:, [1, 3, 4]] = torch.rand(9, 3, generator=g) * 5
