@@ -40,16 +40,6 @@ else:
     st.caption("Evidence: **the model saw this label**: neighbours and class means leave each image out, but the "
                "embedding was trained with its label, which pulls the image towards its class. Train with "
                "`--crossfit 2` for out-of-sample evidence.")
-with run_guard():
-    qo = data.queue_order(path)
-    strength = queue.model_strength(data.metrics(path))
-if strength.weak:
-    st.warning(f"This model is too weak for the ranking to mean much: kNN accuracy on the {strength.split} split is "
-               f"{strength.knn_accuracy:.0%}, below {queue.MIN_KNN_ACCURACY:.0%}. The ranking asks whether an image's "
-               "neighbours carry its label; when this many images are misread by their own neighbours, most "
-               "disagreement is the model's error, not the label's, and the top of the queue holds many correct "
-               "labels. Train longer (more epochs) or a stronger backbone before trusting it.",
-               icon=":material/warning:")
 f1, f2, f3, f4 = st.columns([1.6, 2, 2, 1], vertical_alignment="bottom")
 ranking = f1.segmented_control("Ranking", ["ours", "cleanlab"], default="ours", key="ml_rank", required=True,
                                format_func=lambda r: {"ours": "Ours", "cleanlab": "cleanlab"}[r],
