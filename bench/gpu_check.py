@@ -149,13 +149,14 @@ def train_with_checkpoints(ds, *, backbone: str, dev: str, checkpoints: list[flo
     at each checkpoint (evaluation time is not training time and is reported apart)."""
     import torch
 
-    from bench.steps import _trainer
     from pipeline import metrics as M
+    from pipeline.augment import step_generator
     from pipeline.config import LossConfig, ModelConfig, RunConfig, TrainConfig
     from pipeline.embed import embed_images
     from pipeline.models import build_model
     from pipeline.sampling import ClassBalancedSampler
-    from pipeline.train import _gen, soft_targets
+    from pipeline.step import make_step
+    from pipeline.train import soft_targets
 
     device = torch.device(dev)
     cfg = RunConfig(model=ModelConfig(backbone=backbone, embedding_dim=64), loss=LossConfig(name="sgm"),
@@ -166,7 +167,7 @@ def train_with_checkpoints(ds, *, backbone: str, dev: str, checkpoints: list[flo
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.train.weight_decay)
-    step_fn = _trainer(cfg)._make_step(model, opt, C, device)
+    step_fn = make_step(model, opt, cfg, C, device)
     y = ds.table["label"].to_numpy().astype(np.int64)
     split = ds.table["split"].to_numpy()
     train_rows, test_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
@@ -191,7 +192,7 @@ def train_with_checkpoints(ds, *, backbone: str, dev: str, checkpoints: list[flo
             rows = torch.from_numpy(train_rows[rows_np]).to(device)
             lab = torch.from_numpy(y[train_rows[rows_np]]).to(device)
             tgt = targets[rows] if targets is not None else None
-            terms = step_fn(images[rows], lab, tgt, _gen(seed, epoch, i))
+            terms = step_fn(images[rows], lab, tgt, step_generator(seed, epoch, i))
             if not math.isfinite(terms["loss"]):
                 raise RuntimeError(f"loss became {terms['loss']} at step {n_steps + 1}")
             if device.type == "cuda" and (n_steps % 20 == 0):

@@ -180,7 +180,7 @@ def confirm_delete(path: str) -> None:
         try:
             dest = trash_run(Path(path))
         except (RunError, OSError) as exc:
-            st.error(md(str(exc).splitlines()[0]))
+            st.error(md(one_line(exc)))
             return
         _dismiss_delete()
         State.set_run_path(None)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import config as C
-from .config import DataConfig, HierarchyConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, default_crossfit  # noqa: F401
+from .config import DataConfig, HierarchyConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
 
 # ``train`` flag (argparse dest) -> the RunConfig field it sets. Every flag defaults to None ("not
 # given") so the defaults live only in pipeline.config: the dataclasses and recipe().

@@ -44,7 +44,8 @@ def test_bad_input_gets_one_line_error_and_exit_1(tmp_path, args, needle):
 
 
 def test_crossfit_defaults_on_for_a_gpu_and_off_for_a_cpu(monkeypatch):
-    from pipeline.cli import _parser, build_config, default_crossfit
+    from pipeline.cli import _parser, build_config
+    from pipeline.config import default_crossfit
 
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert default_crossfit("cuda") == 0          # under torchrun rank 0 alone would train the folds
