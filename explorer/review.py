@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -129,9 +130,27 @@ class ReviewStore:
             return
         if not self.run_path.is_dir():
             raise ReviewError(f"{self.run_path}: run folder is missing")
+        # Another process creating the same database at the same moment makes the WAL switch fail
+        # at once with "database is locked" (SQLite does not run the busy handler for it), so the
+        # whole schema step is retried, with jitter, for as long as a write would wait.
+        deadline = time.monotonic() + 15
+        rng = random.Random()
+        while True:
+            try:
+                self._create_schema()
+                break
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(rng.uniform(0.005, 0.05))
+        self._ready = True
+
+    def _create_schema(self) -> None:
         conn = self._connect()
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("BEGIN IMMEDIATE")
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
@@ -147,7 +166,6 @@ class ReviewStore:
             raise
         finally:
             conn.close()
-        self._ready = True
 
     @contextmanager
     def _action(self, action: str, payload: dict) -> Iterator[sqlite3.Cursor]:
