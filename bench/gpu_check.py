@@ -33,7 +33,6 @@ images, the light network, seconds per stage.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -43,6 +42,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.runs import write_json
 
 
 class Check:
@@ -59,9 +60,7 @@ class Check:
     def write(self) -> None:
         self.result["elapsed_s"] = round(time.monotonic() - self.t0, 1)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.result, indent=1, default=_json_default))
-        os.replace(tmp, self.out)
+        write_json(self.out, self.result, sort_keys=False, lenient=True)
 
     def stage(self, name: str, fn, *, need_s: float, share: float = 1.0):
         """Run ``fn(budget_s)`` with ``share`` of what is left (at least ``need_s`` must be left)."""
@@ -89,16 +88,6 @@ class Check:
         self.write()
         print(f"[gpu_check] {name}: {rec['status']} in {rec['wall_s']} s", file=sys.stderr, flush=True)
         return value
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 # ----------------------------------------------------------------------------- stages

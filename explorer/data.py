@@ -244,8 +244,14 @@ def _mean_images(path: str, stamp_: int):
 
 def mean_image_pngs(path: str | Path, sid: int, cls: int) -> tuple[bytes, bytes, bytes] | None:
     """PNGs of the sub-class's mean image, its class's mean image, and their difference (mid-grey: no
-    difference; lighter: brighter in the sub-class), or None when analyze stored no mean images."""
-    got = _mean_images(str(path), stamp(path))
+    difference; lighter: brighter in the sub-class), or None when analyze stored no mean images.
+    Encoded once per run and sub-class (a page of cards reruns on every click)."""
+    return _mean_image_pngs(str(path), stamp(path), int(sid), int(cls))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _mean_image_pngs(path: str, stamp_: int, sid: int, cls: int) -> tuple[bytes, bytes, bytes] | None:
+    got = _mean_images(path, stamp_)
     if got is None:
         return None
     subs, cls_imgs = got

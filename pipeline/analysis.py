@@ -308,18 +308,26 @@ def image_facets(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray, max
 def mean_images(images: np.ndarray, groups: np.ndarray, n_groups: int, *, chunk: int = 8192) -> np.ndarray:
     """(n_groups, S, S) uint8: the mean image of every group id 0..n_groups-1 (ids < 0 ignored).
     images: (N, S, S) uint8 (may be memory-mapped; read in chunks)."""
-    S = images.shape[1:]
-    acc = np.zeros((n_groups,) + tuple(S), np.float64)
-    cnt = np.zeros(n_groups, np.int64)
-    groups = np.asarray(groups, np.int64)
-    for s in range(0, len(groups), chunk):
-        g = groups[s:s + chunk]
-        ok = g >= 0
-        block = np.asarray(images[s:s + chunk], dtype=np.float64)[ok]
-        np.add.at(acc, g[ok], block)
-        cnt += np.bincount(g[ok], minlength=n_groups)
-    acc /= np.maximum(cnt, 1)[:, None, None]
-    return np.clip(acc + 0.5, 0, 255).astype(np.uint8)
+    return mean_images_many(images, [(groups, n_groups)], chunk=chunk)[0]
+
+
+def mean_images_many(images: np.ndarray, partitions: Sequence[tuple[np.ndarray, int]], *,
+                     chunk: int = 8192) -> list[np.ndarray]:
+    """:func:`mean_images` of several partitions ``[(groups, n_groups), ...]`` in one pass over the
+    images (a memory-mapped FER-sized file is read once, not once per facet)."""
+    S = tuple(images.shape[1:])
+    accs = [np.zeros((n,) + S, np.float64) for _, n in partitions]
+    cnts = [np.zeros(n, np.int64) for _, n in partitions]
+    parts = [np.asarray(g, np.int64) for g, _ in partitions]
+    for s in range(0, len(images), chunk):
+        block = np.asarray(images[s:s + chunk], dtype=np.float64)
+        for g_all, (_, n), acc, cnt in zip(parts, partitions, accs, cnts):
+            g = g_all[s:s + chunk]
+            ok = g >= 0
+            np.add.at(acc, g[ok], block[ok])
+            cnt += np.bincount(g[ok], minlength=n)
+    return [np.clip(acc / np.maximum(cnt, 1)[:, None, None] + 0.5, 0, 255).astype(np.uint8)
+            for acc, cnt in zip(accs, cnts)]
 
 
 def card_facts(z: np.ndarray, post: np.ndarray, facets: Sequence[hier.Facet], labels: np.ndarray,
@@ -465,11 +473,12 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     K_all = sum(f.hierarchy.n_subclasses for f in facets)
     images = run.array("images.npy") if run.has("images.npy") else None
     if images is not None:
-        run.put_array("analysis/class_images.npy", mean_images(images, labels, len(classes)))
+        class_imgs, *facet_imgs = mean_images_many(
+            images, [(labels, len(classes))] + [(f.hierarchy.labels, f.hierarchy.n_subclasses) for f in facets])
+        run.put_array("analysis/class_images.npy", class_imgs)
         sub_images = np.zeros((K_all,) + tuple(images.shape[1:]), np.uint8)
-        for f in facets:
-            sub_images[f.offset:f.offset + f.hierarchy.n_subclasses] = mean_images(
-                images, f.hierarchy.labels, f.hierarchy.n_subclasses)
+        for f, imgs in zip(facets, facet_imgs):
+            sub_images[f.offset:f.offset + f.hierarchy.n_subclasses] = imgs
         run.put_array("analysis/subclass_images.npy", sub_images)
     run.save_manifest()
     timings["hierarchy"] = time.perf_counter() - t0

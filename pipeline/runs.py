@@ -71,11 +71,16 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
-    """The project's one atomic JSON writer (a temporary name in the same folder, then a rename)."""
+def write_json(path: Path, obj: Any, *, sort_keys: bool = True, lenient: bool = False) -> None:
+    """The project's one atomic JSON writer (a temporary name in the same folder, then a rename).
+    ``lenient``: values JSON cannot hold are written as their ``str`` (a report must not fail on a
+    torch dtype); otherwise they raise TypeError."""
+    default = (lambda o: _json_default(o) if isinstance(o, (np.generic, np.ndarray, Path)) else str(o)) \
+        if lenient else _json_default
+
     def w(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=sort_keys, default=_json_default)
+            json.dump(obj, fh, indent=2, sort_keys=sort_keys, default=default)
             fh.write("\n")
 
     _atomic(path, w)

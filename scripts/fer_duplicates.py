@@ -25,6 +25,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import quality as Q  # noqa: E402
+from pipeline.runs import write_json  # noqa: E402
 
 SPLIT = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
 
@@ -84,7 +85,7 @@ def main() -> int:
                                        for lo, hi in zip(edges[:-1], edges[1:])}
     print(json.dumps(out, indent=1))
     if a.json:
-        a.json.write_text(json.dumps(out, indent=1))
+        write_json(a.json, out, sort_keys=False)
     return 0
 
 

@@ -65,7 +65,7 @@ def main() -> int:
     from pipeline import quality as Q
     from pipeline.analysis import analyze
     from pipeline.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from pipeline.runs import open_run
+    from pipeline.runs import open_run, write_json
     from pipeline.sources import Dataset, load_source
     from pipeline.train import train
 
@@ -124,7 +124,7 @@ def main() -> int:
         res["per_kind_recall_in_top_n"][k] = float(np.isin(np.flatnonzero(m), top).mean())
     print(json.dumps(res, indent=1))
     if a.out_json:
-        a.out_json.write_text(json.dumps(res, indent=1))
+        write_json(a.out_json, res, sort_keys=False, lenient=True)
     return 0
 
 
