@@ -75,7 +75,8 @@ def _model(s: StepSetup, cfg, dev: torch.device):
     from pipeline.models import build_model
 
     torch.manual_seed(s.seed)
-    model = build_model(cfg.model, num_classes=s.classes, loss_name=cfg.loss.name).to(dev)
+    model = build_model(cfg.model, num_classes=s.classes, loss_name=cfg.loss.name,
+                        instance=cfg.loss.instance_weight > 0).to(dev)
     if dev.type == "cuda":                       # as Trainer._fit does
         model = model.to(memory_format=torch.channels_last)
     model.train()

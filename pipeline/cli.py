@@ -20,7 +20,8 @@ TRAIN_FLAGS = {
     "image_size": "data.image_size", "on_bad_image": "data.on_bad_image",
     "embedding_dim": "model.embedding_dim",
     "loss": "loss.name", "sigma": "loss.sigma", "norm_lambda": "loss.norm_lambda", "triplets": "loss.triplets",
-    "margin": "loss.margin",
+    "margin": "loss.margin", "instance_weight": "loss.instance_weight",
+    "instance_temperature": "loss.instance_temperature",
     "epochs": "train.epochs", "per_class": "train.per_class", "steps_per_epoch": "train.steps_per_epoch",
     "lr": "train.lr", "weight_decay": "train.weight_decay", "seed": "train.seed", "device": "train.device",
     "knn_k": "train.knn_k", "crossfit": "train.crossfit",
@@ -94,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="ignore vote distributions; one-hot targets")
     t.add_argument("--triplets", type=int, help=_default(LossConfig, "triplets"))
     t.add_argument("--margin", type=float, help=_default(LossConfig, "margin"))
+    t.add_argument("--instance-weight", type=float,
+                   help="weight of the within-class appearance term (two augmented views, contrastive; "
+                        "keeps what sets sub-classes apart; 0 turns it off); " + _default(LossConfig, "instance_weight"))
+    t.add_argument("--instance-temperature", type=float, help=_default(LossConfig, "instance_temperature"))
     t.add_argument("--epochs", type=int, help="default: 20 (synthetic), 30 otherwise")
     t.add_argument("--per-class", type=int,
                    help="images per class per batch (default: 16 with the light network, 32 with resnet18)")

@@ -55,6 +55,8 @@ class LossConfig:
     soft_targets: bool = True          # SGM: use vote distributions as P(w|x) when the source has them
     triplets: int = 128                # triplet: triplets per batch
     margin: float = 0.2                # triplet: margin on squared distances of L2-normalised embeddings
+    instance_weight: float = 0.0       # weight of the within-class appearance term (two views; 0: off)
+    instance_temperature: float = 0.2  # its contrastive temperature
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,10 @@ class RunConfig:
             raise ConfigError(f"sigma must be a positive number, not {lo.sigma}")
         if not (isinstance(t.lr, (int, float)) and math.isfinite(t.lr) and t.lr > 0):
             raise ConfigError(f"learning rate must be a positive number, not {t.lr}")
+        for name, v, lo_ok in (("instance weight", lo.instance_weight, 0.0), ("instance temperature",
+                                                                             lo.instance_temperature, None)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and (v >= 0 if lo_ok is not None else v > 0)):
+                raise ConfigError(f"{name} must be a {'non-negative' if lo_ok is not None else 'positive'} number, not {v}")
         if t.crossfit == 1 or t.crossfit < 0:
             raise ConfigError(f"crossfit takes K >= 2 folds (0: none), not {t.crossfit}")
         return self

@@ -119,7 +119,7 @@ def load_embedder(run: Run | str | Path, *, which: str = "best", device: str = "
         raise RunError(f"{ckpt_path}: not a subclass-explorer checkpoint")
     cfg = RunConfig.from_dict(ckpt["config"])
     model = build_model(cfg.model, num_classes=int(ckpt.get("num_train_classes", len(ckpt.get("classes", [])))),
-                        loss_name=cfg.loss.name)
+                        loss_name=cfg.loss.name, instance=cfg.loss.instance_weight > 0)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -74,6 +74,24 @@ def triplet_loss(z: torch.Tensor, labels: torch.Tensor, *, triplets: int = 128, 
     return {"loss": hinge.mean(), "triplet": hinge.mean(), "active": (hinge > 0).float().mean()}
 
 
+def instance_loss(p: torch.Tensor, *, temperature: float = 0.2) -> dict[str, torch.Tensor]:
+    """The within-class appearance term: NT-Xent (SimCLR's contrastive loss) on two augmented views.
+
+    p: (2B, d) projections, rows i and i + B the two views of image i. Each view must pick its twin
+    out of the other 2B - 2 images, its own classmates included, so the backbone keeps what tells
+    one face from another beyond its class (glasses, a baby's proportions, the variant of an
+    expression) as far as it survives crops, flips, rotation, contrast and erasing. The SGM term
+    still decides where the embedding ``z`` puts the classes."""
+    p = F.normalize(p.float(), dim=1)
+    n = p.shape[0]
+    b = n // 2
+    sim = p @ p.T / temperature
+    sim = sim.masked_fill(torch.eye(n, dtype=torch.bool, device=p.device), float("-inf"))
+    twin = torch.cat([torch.arange(b, n), torch.arange(0, b)]).to(p.device)
+    nt = F.cross_entropy(sim, twin)
+    return {"loss": nt, "instance": nt}
+
+
 def softmax_loss(logits: torch.Tensor, labels: torch.Tensor, *, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Softmax cross-entropy baseline (the embedding is the layer before the classifier)."""
     logits = logits.float()

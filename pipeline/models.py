@@ -31,8 +31,17 @@ class LightNet(nn.Module):
         self.head = nn.Linear(chans[-1], embedding_dim)
         self.out_features = embedding_dim
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 256): the globally pooled feature maps the head reads."""
+        return torch.flatten(self.pool(self.features(x)), 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+        return self.head(self.pooled(x))
+
+
+def _resnet_pooled(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    return torch.flatten(m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1(x))))), 1)
 
 
 def resnet18_small(embedding_dim: int = 64) -> nn.Module:
@@ -50,26 +59,50 @@ class Embedder(nn.Module):
     """Backbone -> embedding; an optional linear classifier on top for the softmax baseline.
 
     ``normalize``: the embedding is L2-normalised (the triplet baseline: its loss works on the unit
-    sphere, so kNN, K-means, retrieval and checkpoint choice must see the same normalised vectors)."""
+    sphere, so kNN, K-means, retrieval and checkpoint choice must see the same normalised vectors).
+    ``instance_dim`` > 0: a projection head on the pooled backbone features for the within-class
+    appearance term (:func:`pipeline.losses.instance_loss`); ``forward(x, with_instance=True)`` then
+    returns ``(z, projection)``. Training only: nothing downstream reads the projection."""
 
     def __init__(self, backbone: str = "light", embedding_dim: int = 64, num_classes: int = 0,
-                 normalize: bool = False):
+                 normalize: bool = False, instance_dim: int = 0):
         super().__init__()
         self.normalize = normalize
         if backbone == "light":
             self.backbone = LightNet(embedding_dim)
+            width = 256
         elif backbone == "resnet18":
             self.backbone = resnet18_small(embedding_dim)
+            width = 512
         else:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
         self.classifier = nn.Linear(embedding_dim, num_classes) if num_classes else None
+        self.instance_head = (nn.Sequential(nn.Linear(width, 128), nn.ReLU(inplace=True), nn.Linear(128, instance_dim))
+                              if instance_dim else None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.backbone
+        return b.pooled(x) if isinstance(b, LightNet) else _resnet_pooled(b, x)
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.backbone.head(h) if isinstance(self.backbone, LightNet) else self.backbone.fc(h)
+
+    def forward(self, x: torch.Tensor, with_instance: bool = False):
+        if with_instance and self.instance_head is not None:
+            h = self._pooled(x)
+            z = self._head(h)
+            z = nn.functional.normalize(z.float(), dim=1) if self.normalize else z
+            return z, self.instance_head(h)
         z = self.backbone(x)
         return nn.functional.normalize(z.float(), dim=1) if self.normalize else z
 
 
-def build_model(model_cfg, num_classes: int, loss_name: str) -> Embedder:
+INSTANCE_DIM = 64
+
+
+def build_model(model_cfg, num_classes: int, loss_name: str, *, instance: bool = False) -> Embedder:
+    """``instance``: with the projection head of the within-class appearance term (the run's
+    ``loss.instance_weight`` > 0; checkpoints of such runs carry its weights)."""
     return Embedder(model_cfg.backbone, model_cfg.embedding_dim,
                     num_classes=num_classes if loss_name == "softmax" else 0,
-                    normalize=loss_name == "triplet")
+                    normalize=loss_name == "triplet", instance_dim=INSTANCE_DIM if instance else 0)

@@ -10,7 +10,7 @@ import torch
 from .augment import augment
 from .config import RunConfig
 from .embed import to_input
-from .losses import sgm_loss, softmax_loss, triplet_loss
+from .losses import instance_loss, sgm_loss, softmax_loss, triplet_loss
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Generator], dict]
 
@@ -31,17 +31,29 @@ def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig
     use_amp = cfg.train.bf16 and dev.type == "cuda"
     net = model if net is None else net
     fwd = torch.compile(net) if (cfg.train.compile and dev.type == "cuda") else net
+    # the within-class appearance term needs two augmented views and the model's projection head
+    instance = cfg.loss.instance_weight > 0 and getattr(model, "instance_head", None) is not None
 
     def step(xb_u8: torch.Tensor, lab: torch.Tensor, tgt: torch.Tensor | None, gen: torch.Generator) -> dict:
         x = to_input(xb_u8)
-        if cfg.train.augment:
+        if instance:
+            # two views of every image: the appearance term contrasts them; the class loss sees both
+            x = torch.cat([augment(x, gen), augment(x, gen)])
+            lab = torch.cat([lab, lab])
+            tgt = None if tgt is None else torch.cat([tgt, tgt])
+        elif cfg.train.augment:
             x = augment(x, gen)
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            z = fwd(x)
+            if instance:
+                z, proj = fwd(x, with_instance=True)
+            else:
+                z = fwd(x)
             if cfg.loss.name == "softmax":
                 logits = model.classifier(z)
+        if instance:
+            inst = instance_loss(proj, temperature=cfg.loss.instance_temperature)["instance"]
         scale = 1.0
         if world > 1 and cfg.loss.name in ("sgm", "triplet"):
             # the metric losses see the whole global batch (class means over every rank's share);
@@ -59,6 +71,9 @@ def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig
             terms = triplet_loss(z, lab, triplets=cfg.loss.triplets, margin=cfg.loss.margin, generator=gen)
         else:
             terms = softmax_loss(logits, lab, targets=tgt)
+        if instance:
+            terms["instance"] = inst
+            terms["loss"] = terms["loss"] + cfg.loss.instance_weight * inst / scale
         opt.zero_grad(set_to_none=True)
         if torch.isfinite(terms["loss"]):
             (terms["loss"] * scale).backward()

@@ -232,7 +232,8 @@ class Trainer:
         cfg = self.cfg
         E, L = cfg.train.epochs, cfg.hierarchy.levels
         total_epochs = E * L
-        model = build_model(cfg.model, num_classes=ds.num_classes, loss_name=cfg.loss.name).to(dev)
+        model = build_model(cfg.model, num_classes=ds.num_classes, loss_name=cfg.loss.name,
+                            instance=cfg.loss.instance_weight > 0).to(dev)
         if dev.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         net = model          # what the step runs: the model itself, or its DistributedDataParallel wrapper

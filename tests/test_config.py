@@ -73,6 +73,7 @@ def test_train_with_a_config_file(tmp_path):
     ({"hierarchy.levels": 2, "loss.name": "softmax"}, "metric loss"), ({"loss.sigma": float("nan")}, "sigma"),
     ({"train.lr": -1.0}, "learning rate"), ({"hierarchy.features": "pixels"}, "sub-class features"),
     ({"data.spec": "a\nb"}, "one line"), ({"train.crossfit": 1}, "crossfit"),
+    ({"loss.instance_weight": -0.1}, "instance weight"), ({"loss.instance_temperature": 0.0}, "instance temperature"),
 ])
 def test_validate_names_the_problem_in_one_line(change, needle):
     with pytest.raises(ConfigError, match=needle) as e:
