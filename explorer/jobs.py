@@ -48,7 +48,7 @@ class JobError(RuntimeError):
 @dataclass
 class Job:
     id: str
-    kind: str                       # "demo", "train", "retrain" or "analyze"
+    kind: str                       # "demo", "train", "retrain", "resume" or "analyze"
     run_dir: str
     steps: list[list[str]]          # argv of each step
     pid: int = 0

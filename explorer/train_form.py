@@ -11,12 +11,12 @@ from pathlib import Path
 from pipeline.config import (BACKBONES, LOSSES, ConfigError, DataConfig, HierarchyConfig, LossConfig, RunConfig,
                              TrainConfig, recipe)
 from pipeline.errors import one_line
-from pipeline.runs import MANIFEST, RunError, new_run_dir, open_run
+from pipeline.runs import MANIFEST, STATUS_COMPLETE, STATUS_RUNNING, TRASH, RunError, new_run_dir, open_run
 from pipeline.sources import DataError, parse_spec
 from pipeline.sources.discover import spec_paths
 
 from . import settings
-from .jobs import Job, JobError, pipeline_argv, start, state_dir
+from .jobs import STATE_DIR, Job, JobError, pipeline_argv, start, state_dir
 
 FORM_BACKBONES = ("auto",) + BACKBONES  # auto: the recipe picks (resnet18 on a GPU, light on a CPU)
 SYNTHETIC_MIN, SYNTHETIC_MAX = 8, 200_000  # synthetic:N the form accepts
@@ -119,9 +119,38 @@ def check_spec(spec: str, roots: list[Path]) -> str:
     return spec
 
 
+RUN_NAME_MAX = 100  # characters of a run name (it is a folder name)
+
+
+def named_run_dir(root: Path, name: str) -> Path:
+    """The folder a run the user named ``name`` trains into: one new folder right under ``root``.
+    JobError (one line) for a name that cannot be one: empty, a path (separators, ``..``), hidden
+    (``.trash`` and ``.explorer`` live there), not one printable line, too long, or already taken."""
+    n = str(name).strip()
+    if not n:
+        raise JobError("the run name is empty: type a name, or leave the field blank for a generated one")
+    if "/" in n or "\\" in n:
+        raise JobError(f"a run name cannot contain / or \\ (it names one folder in the runs folder): {n[:RUN_NAME_MAX]}")
+    if n.startswith("."):
+        raise JobError(f"a run name cannot start with a dot ({TRASH} and {STATE_DIR} live in the runs folder): "
+                       f"{n[:RUN_NAME_MAX]}")
+    if not n.isprintable():
+        raise JobError("a run name is one line of printable characters")
+    if len(n) > RUN_NAME_MAX:
+        raise JobError(f"a run name has at most {RUN_NAME_MAX} characters, not {len(n)}")
+    out = Path(root) / n
+    if out.exists() or out.is_symlink():
+        raise JobError(f"a run named {n} already exists in {Path(root)}: choose another name")
+    return out
+
+
 def start_train(root: Path, req: TrainRequest, *, analyze: bool = True, run_dir: Path | None = None,
-                kind: str = "train") -> Job:
+                kind: str = "train", name: str = "") -> Job:
+    """Train ``req`` in a background job (then analyze): into ``run_dir``, else the folder the user
+    named (:func:`named_run_dir`; "": a generated name, spaces only: refused)."""
     cfg = req.config()
+    if run_dir is None and name:
+        run_dir = named_run_dir(root, name)
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(root, cfg)
     steps = [req.train_argv(run_dir, config_file(root, run_dir))]
     if analyze:
@@ -161,6 +190,54 @@ def start_retrain(root: Path, parent: Path, *, analyze: bool = True) -> Job:
     return start(root, "retrain", out, steps, title=f"{parent.name} retrained with its corrections")
 
 
+RESUME_QUIET_S = 120  # a run marked running and written to this recently may still be training elsewhere
+
+
+def resume_argv(run_dir: Path, *, now: float | None = None) -> list[str]:
+    """``pipeline train --config <run>/manifest.json --out <run> --resume``: an unfinished run's own
+    saved options, continued in its own folder. The trainer checks that the config matches the run's
+    and carries on from ``checkpoints/last.pt`` (the last finished epoch; from the first epoch when
+    it has none). JobError (one line) for a run that cannot be resumed."""
+    run_dir = Path(run_dir).resolve()
+    try:
+        run = open_run(run_dir, require_complete=False, check_files=False)
+    except RunError as exc:
+        raise JobError(f"cannot resume {run_dir.name}: {exc}") from None
+    if run.status == STATUS_COMPLETE:
+        raise JobError(f"{run_dir.name} is complete: there is nothing to resume")
+    try:
+        RunConfig.load(run_dir / MANIFEST).validate()
+    except ConfigError as exc:
+        raise JobError(f"cannot resume {run_dir.name}: {one_line(exc)}") from None
+    if run.status == STATUS_RUNNING:
+        # no job of ours is on it (the caller checks), but a `pipeline train` in a terminal may be
+        quiet = (time.time() if now is None else now) - _last_write(run_dir)
+        if quiet < RESUME_QUIET_S:
+            raise JobError(f"{run_dir.name} was written to {quiet:.0f} s ago: it may still be training in another "
+                           f"process; stop that first, or wait {RESUME_QUIET_S} s")
+    return pipeline_argv("train", "--config", run_dir / MANIFEST, "--out", run_dir, "--resume", "--no-progress-bar")
+
+
+def _last_write(run_dir: Path) -> float:
+    t = 0.0
+    for name in (MANIFEST, "progress.jsonl"):
+        try:
+            t = max(t, (run_dir / name).stat().st_mtime)
+        except OSError:
+            pass
+    return t
+
+
+def start_resume(root: Path, run_dir: Path, *, analyze: bool = True) -> Job:
+    """"Resume": finish an interrupted (or failed) run with exactly its saved options, in its own
+    folder (:func:`resume_argv`), then analyze it."""
+    run_dir = Path(run_dir)
+    steps = [resume_argv(run_dir)]
+    if analyze:
+        steps.append(pipeline_argv("analyze", str(run_dir.resolve())))
+    return start(root, "resume", run_dir, steps, title=f"resume {run_dir.name}")
+
+
 def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: str = "demo") -> Job:
     """Build the first-launch demo in ``root/name``: train then analyze, or whatever is left of it
     (resume an interrupted training, analyze a trained but unanalysed run)."""
@@ -184,4 +261,4 @@ def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: st
                  title="the synthetic demo")
 
 
-__all__ = ["retrain_argv", "start_retrain", "TrainRequest", "FORM_BACKBONES", "LOSSES", "check_spec", "bare_path_spec", "config_file", "start_train", "start_demo"]
+__all__ = ["retrain_argv", "start_retrain", "resume_argv", "start_resume", "named_run_dir", "TrainRequest", "FORM_BACKBONES", "LOSSES", "check_spec", "bare_path_spec", "config_file", "start_train", "start_demo"]

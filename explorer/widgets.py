@@ -156,12 +156,35 @@ def unfinished_run_panel(info: data.RunInfo) -> None:
     said = {"interrupted": "was stopped before it finished (cancelled, or the machine went down)",
             "failed": "failed before it finished", "running": "is marked running, but no job is working on it "
                                                              "(its process ended without a word)"}[info.status]
-    st.warning(md(f"This run {said}. Its checkpoint is kept: it can be resumed with the same options "
-                  "(`python -m pipeline train ... --resume`), or moved to the trash."), icon=":material/pause_circle:")
-    if st.button("Delete…", key="run_delete", icon=":material/delete:"):
+    st.warning(md(f"This run {said}. Its checkpoint is kept: Resume finishes it with the same options "
+                  "from its last finished epoch (then analyses it), or move it to the trash."),
+               icon=":material/pause_circle:")
+    c1, c2 = st.columns(2)
+    with c1:
+        resume_button(info, key="run_resume", job=job)
+    if c2.button("Delete…", key="run_delete", icon=":material/delete:"):
         st.session_state["_confirm_delete"] = info.path
     if st.session_state.get("_confirm_delete") == info.path:  # kept open across reruns until answered
         confirm_delete(info.path)
+
+
+def resume_button(info: data.RunInfo, *, key: str, job: "jobs.Job | None" = None) -> None:
+    """"Resume" for an unfinished run: ``pipeline train --config <run>/manifest.json --out <run>
+    --resume`` then ``analyze`` as a background job (:func:`explorer.train_form.start_resume`)."""
+    root = settings.runs_root()
+    job = jobs.current(root) if job is None else job
+    busy = job is not None and job.active
+    if st.button("Resume", key=key, icon=":material/play_arrow:", type="primary", disabled=busy,
+                 help="Another job is running; one job at a time." if busy else
+                      "Continue training from the last finished epoch with this run's own saved options, "
+                      "in this run's folder, then analyse it."):
+        try:
+            started = train_form_.start_resume(root, Path(info.path))
+        except (jobs.JobError, OSError) as exc:
+            st.error(md(one_line(exc)))
+        else:
+            st.toast(md(f"Started: {started.title}"), icon=":material/play_arrow:")
+            st.rerun(scope="app")
 
 
 def _dismiss_delete() -> None:
@@ -617,6 +640,9 @@ def train_form(root: Path, *, key: str) -> None:
                                  placeholder="the recipe's", help="empty: pipeline.config.recipe's for this data")
         levels = c2.number_input("Levels", min_value=1, max_value=MAX_LEVELS, value=1, step=1, key=f"{key}_levels",
                                  help="Algorithm 2: levels > 1 re-trains on sub-class labels")
+        name = st.text_input("Run name", key=f"{key}_name", max_chars=train_form_.RUN_NAME_MAX,
+                             placeholder="blank: a name from the time, data, loss and backbone",
+                             help=md(f"The run's folder in {root}; it must not exist yet."))
         analyze = st.checkbox("Analyze when training is done", value=True, key=f"{key}_analyze")
         go = st.form_submit_button("Start training", icon=":material/play_arrow:", type="primary")
     if go:
@@ -625,7 +651,7 @@ def train_form(root: Path, *, key: str) -> None:
             req = train_form_.TrainRequest(spec=chosen, loss=loss or LossConfig.name, backbone=backbone,
                                            epochs=int(epochs or 0), levels=int(levels),
                                            data_roots=() if is_synthetic(chosen) else tuple(str(r) for r in roots))
-            job = train_form_.start_train(root, req, analyze=analyze)
+            job = train_form_.start_train(root, req, analyze=analyze, name=name or "")
         except (jobs.JobError, OSError) as exc:
             st.error(md(str(exc)))
         else:

@@ -556,3 +556,66 @@ def test_a_finished_job_offers_to_open_its_run(runs_root):
     at.button(key="open_job_run_c").click().run()
     ok(at)
     assert at.session_state["run_path"] == str(second)
+
+
+@pytest.fixture
+def fake_root(tmp_path, monkeypatch) -> Path:
+    """A runs root with one small complete run written straight through pipeline.runs (no training)."""
+    root = tmp_path / "runs"
+    fake_run(root / "fixture", 120, seed=2)
+    monkeypatch.setenv("SUBCLASS_EXPLORER_RUNS", str(root))
+    monkeypatch.setenv("SUBCLASS_EXPLORER_DATA_ROOTS", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    return root
+
+
+def test_an_interrupted_run_resumes_with_its_own_options_in_its_own_folder(fake_root):
+    from pipeline.runs import open_run
+
+    stopped = fake_run(fake_root / "stopped", 60, seed=4, analysed=False)
+    open_run(stopped).save_manifest(status="interrupted")
+    at = goto(start(), "train")
+    assert any(b.key == "resume_run_stopped" for b in at.button)   # the Train page lists it with Resume
+    at.selectbox(key="run_picker").set_value(str(stopped)).run()
+    goto(at, "overview")
+    assert "stopped before it finished" in at.warning[0].value
+    at.button(key="run_resume").click().run()
+    ok(at)
+    job = jobs.current(fake_root)
+    try:
+        assert job is not None and job.kind == "resume" and job.run_dir == str(stopped)
+        train, analyze = job.steps
+        assert train[3] == "train" and "--resume" in train
+        # exactly the run's saved options (its manifest), continued in its own folder
+        assert train[train.index("--config") + 1] == str(stopped.resolve() / "manifest.json")
+        assert train[train.index("--out") + 1] == str(stopped.resolve())
+        assert analyze[3:] == ["analyze", str(stopped.resolve())]
+        assert "being built by the current job" in texts(at).replace("\\", "")
+    finally:
+        jobs.cancel(fake_root)
+        jobs.wait(fake_root, timeout=60)
+
+
+def test_the_run_name_is_checked_and_names_the_run_folder(fake_root):
+    at = goto(start(), "train")
+    submit = "FormSubmitter:train_form_page-Start training"
+    for name, needle in (("   ", "run name is empty"), ("a/b", "cannot contain /"), ("..", "cannot start with a dot"),
+                         ("fixture", "already exists"), ("<b>x</b>", "cannot contain /")):
+        at.text_input(key="page_name").input(name)
+        at.button(key=submit).click().run()
+        assert not at.exception and len(at.error) == 1, name
+        msg = at.error[0].value
+        assert needle in msg.replace("\\", "") and "\n" not in msg, (name, msg)
+        assert "<b>" not in msg    # markdown-escaped, never HTML
+        assert jobs.current(fake_root) is None
+    at.selectbox(key="page_spec").set_value("synthetic:600")
+    at.text_input(key="page_name").input("my first run")
+    at.button(key=submit).click().run()
+    ok(at)
+    job = jobs.current(fake_root)
+    try:
+        assert job is not None and job.run_dir == str(fake_root / "my first run")
+        assert job.steps[0][job.steps[0].index("--out") + 1] == str(fake_root / "my first run")
+    finally:
+        jobs.cancel(fake_root)
+        jobs.wait(fake_root, timeout=60)

@@ -63,3 +63,38 @@ def test_discover_finds_the_sources_under_the_roots(tmp_path):
                          (f"folder:{root / 'nope'}", "does not exist"), ("folder:", "needs a path")):
         with pytest.raises(JobError, match=needle):
             check_spec(spec, [root])
+
+
+def test_resume_continues_an_interrupted_run_from_its_last_finished_epoch(tmp_path, tiny_run, capsys):
+    """What the app's Resume runs: the run's own manifest as the config, its own folder, --resume;
+    the trainer picks up after the epoch last.pt holds instead of starting over."""
+    import shutil
+
+    from explorer.train_form import resume_argv
+    from pipeline import cli, progress
+    from pipeline.runs import MANIFEST, load_torch, open_run, save_torch
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    with pytest.raises(JobError, match="nothing to resume"):
+        resume_argv(run)
+    # as a cancel during epoch 2 of 2 leaves it: last.pt holds epoch 1, the manifest says interrupted
+    ck = load_torch(run / "checkpoints" / "last.pt", map_location="cpu")
+    ck["epoch"] = 1
+    save_torch(run / "checkpoints" / "last.pt", ck)
+    r = open_run(run, require_complete=False, check_files=False)
+    r.register("checkpoints/last.pt")
+    r.save_manifest(status="running")      # marked running and just written: maybe training elsewhere
+    with pytest.raises(JobError, match="may still be training in another process"):
+        resume_argv(run)
+    r.save_manifest(status="interrupted")
+    argv = resume_argv(run)
+    assert argv[3:] == ["train", "--config", str(run.resolve() / MANIFEST), "--out", str(run.resolve()), "--resume",
+                        "--no-progress-bar"]
+    before = len(progress.read(run))
+    capsys.readouterr()
+    assert cli.main(argv[3:]) == 0
+    assert f"resuming {run.resolve()} after epoch 1" in capsys.readouterr().err
+    new = progress.read(run)[before:]
+    assert [e.epoch for e in new if e.event == "epoch"] == [2] and new[-1].event == "done"   # epoch 2 only
+    assert open_run(run).status == "complete"

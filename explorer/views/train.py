@@ -26,6 +26,16 @@ if infos:
     st.dataframe(pd.DataFrame([{"run": r.name, "status": r.status, "images": r.n_images, "data": r.spec,
                                 "loss": r.loss, "backbone": r.backbone, "analysed": r.analysed,
                                 "problem": r.problem} for r in infos]), hide_index=True)
+    # runs that stopped before they finished: Resume each with its own saved options
+    busy_dir = job.run_dir if job is not None and job.active else None
+    unfinished = [r for r in infos if r.status in widgets.UNFINISHED and not r.problem and r.path != busy_dir]
+    if unfinished:
+        st.subheader("Unfinished runs")
+        for r in unfinished:
+            c1, c2 = st.columns([3, 1], vertical_alignment="center")
+            c1.markdown(md(f"{r.name} ({r.status}) · {r.spec} · {r.loss} / {r.backbone}"))
+            with c2:
+                widgets.resume_button(r, key=f"resume_run_{r.name}", job=job)
 else:
     st.caption(md(f"No runs in {root} yet."))
 st.caption(md(f"Runs folder: {root} · data roots: {', '.join(map(str, settings.data_roots())) or 'none'}"))
