@@ -252,9 +252,10 @@ def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: st
             status = "broken"
     if status == "complete":
         return start(root, "demo", demo, [pipeline_argv("analyze", str(demo))], title="the demo (analysis)")
-    if status in ("interrupted", "failed", "running"):
-        req = TrainRequest(spec=spec, epochs=epochs, resume=True)
-    elif status == "broken" or (status is None and demo.exists() and any(demo.iterdir())):
+    if status in ("interrupted", "failed", "running"):  # as the app's Resume does: the run's own options
+        return start(root, "demo", demo, [resume_argv(demo), pipeline_argv("analyze", str(demo.resolve()))],
+                     title="the synthetic demo")
+    if status == "broken" or (status is None and demo.exists() and any(demo.iterdir())):
         demo = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return start(root, "demo", demo, [req.train_argv(demo, config_file(root, demo)),
                                       pipeline_argv("analyze", str(demo))],

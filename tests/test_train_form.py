@@ -98,3 +98,23 @@ def test_resume_continues_an_interrupted_run_from_its_last_finished_epoch(tmp_pa
     new = progress.read(run)[before:]
     assert [e.epoch for e in new if e.event == "epoch"] == [2] and new[-1].event == "done"   # epoch 2 only
     assert open_run(run).status == "complete"
+
+
+def test_an_unfinished_demo_is_resumed_from_its_own_manifest(tmp_path):
+    from explorer import jobs
+    from explorer.train_form import start_demo
+    from explorer_fixtures import fake_run
+    from pipeline.runs import open_run
+
+    root = tmp_path / "runs"
+    demo = fake_run(root / "demo", 40, analysed=False)
+    open_run(demo).save_manifest(status="interrupted")
+    job = start_demo(root, spec="synthetic:600", epochs=1)
+    try:
+        train = job.steps[0]
+        assert job.run_dir == str(demo) and "--resume" in train
+        assert train[train.index("--config") + 1] == str(demo.resolve() / "manifest.json")
+        assert job.step_names == ["train", "analyze"]
+    finally:
+        jobs.cancel(root)
+        jobs.wait(root, timeout=60)
