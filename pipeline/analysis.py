@@ -25,7 +25,8 @@ from . import maps as maps_mod
 from . import mislabels as mis
 from .config import RunConfig
 from .metrics import class_means, gaussian_posterior
-from .runs import Run, open_run
+from .progress import StageWriter, analysis_stages
+from .runs import PROGRESS, Run, open_run
 
 __all__ = ["analyze", "confusion", "album_summary", "subclass_scores", "mislabel_scores", "group_recovery",
            "recovery_scores", "RECOVERY_FACTORS",
@@ -400,6 +401,26 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
             max_components: int | None = None, min_per_subclass: int | None = None,
             topk: int | None = None, features: str | None = None,
             log: Callable[[str], None] | None = None) -> dict:
+    """Compute and store every analysis of the run at ``run_path`` (:func:`_analyze`), reporting
+    each stage in the run's progress.jsonl (:class:`pipeline.progress.StageWriter`: the app's bar
+    reads them) and ``analysed`` at the end, or ``error`` when it fails."""
+    maps = tuple(maps)
+    stages = StageWriter(Path(run_path) / PROGRESS, analysis_stages(maps))
+    try:
+        out = _analyze(run_path, stages, maps=maps, hierarchy_mode=hierarchy_mode, summary_size=summary_size,
+                       seed=seed, knn_k=knn_k, sigma=sigma, max_components=max_components,
+                       min_per_subclass=min_per_subclass, topk=topk, features=features, log=log)
+    except Exception as exc:
+        stages.failed(exc)
+        raise
+    stages.done()
+    return out
+
+
+def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], hierarchy_mode: str,
+             summary_size: int, seed: int, knn_k: int | None, sigma: float | None, max_components: int | None,
+             min_per_subclass: int | None, topk: int | None, features: str | None,
+             log: Callable[[str], None] | None) -> dict:
     """Compute and store every analysis of the run at ``run_path``; return what was measured.
 
     maps: the map methods to compute (or read back), with :data:`pipeline.maps.DEFAULTS`.
@@ -439,6 +460,8 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
         raise ValueError(f"{run.path}: {exc}") from None
 
     # -- sub-classes: facets, the first one is what the app shows first
+    stages.images = len(items)
+    stages.stage("sub-classes")
     t0 = time.perf_counter()
     if hierarchy_mode not in ("auto", "bic", "dgms"):
         raise ValueError(f"hierarchy_mode must be auto, bic or dgms, not {hierarchy_mode!r}")
@@ -486,6 +509,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
         f"in {timings['hierarchy']:.1f}s")
 
     # -- mislabels
+    stages.stage("mislabels")
     t0 = time.perf_counter()
     ev_loo = mis.oos_evidence(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma,
                               n_classes=len(classes), seed=seed)
@@ -505,6 +529,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     say(f"mislabels in {timings['mislabels']:.1f}s")
 
     # -- outliers and duplicates
+    stages.stage("outliers and duplicates")
     t0 = time.perf_counter()
     from .quality import describe_counts, write_quality
 
@@ -514,6 +539,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
     say(f"outliers and {describe_counts(quality.get('duplicates'))} in {timings['quality']:.1f}s")
 
     # -- confusion (kNN predictions stored by training; recomputed the same way if absent)
+    stages.stage("summary and scores")
     if "pred" in items.columns:
         pred = items["pred"].to_numpy(np.int64)
     else:
@@ -583,6 +609,7 @@ def analyze(run_path: str | Path, *, maps: Sequence[str] = ("tsne", "umap", "pca
 
     # -- maps last: the slow part, and each is saved as soon as it exists
     for method in maps:
+        stages.stage(f"{method} map")
         t0 = time.perf_counter()
         maps_mod.get_or_compute(run, method, seed=seed, save=True)
         timings[f"map_{method}"] = time.perf_counter() - t0

@@ -8,18 +8,26 @@ Event kinds: ``step`` (every tenth of an epoch), ``epoch`` (end of an epoch, wit
 score), ``level`` (Algorithm 2 re-labelled the data), ``error`` (training stopped; ``message``),
 ``done`` (``wall_s``). ``step``/``steps`` count within an epoch; ``epoch``/``epochs`` over all
 levels of Algorithm 2, so the global step of a step event is ``(epoch - 1) * steps + step``.
+``analyze`` appends its own: ``stage`` (analysis stage ``stage_index`` of ``stages``, named
+``stage``, starts; ``plan`` names them all) and ``analysed`` (``wall_s``); an analysis that fails
+writes ``error`` too.
+
+:func:`job_progress` folds both into one bar and one ETA for a whole job (training, then analysis):
+the training part from the pace measured over the last few epochs, the analysis part from a
+per-stage estimate (:data:`STAGE_COST`) rescaled by how long its finished stages actually took.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from . import runs
 from .runs import PROGRESS, read_jsonl
 
-KINDS = ("step", "epoch", "level", "error", "done")
+KINDS = ("step", "epoch", "level", "error", "done", "stage", "analysed")
+ANALYSIS_KINDS = ("stage", "analysed")
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,12 @@ class Event:
     best: bool | None = None            # epoch: the best so far (best.pt was written)
     subclasses: int | None = None       # level: sub-classes of the new labels
     message: str | None = None          # error: one line
-    wall_s: float | None = None         # done: seconds training took
+    wall_s: float | None = None         # done: seconds training took (analysed: the analysis)
+    images: int | None = None           # step, epoch, stage: images in the run (what analysis goes through)
+    stage: str | None = None            # stage: the analysis stage starting now
+    stage_index: int | None = None      # stage: 1-based
+    stages: int | None = None           # stage: how many the analysis has
+    plan: list | None = None            # stage: every stage's name, in order
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -55,15 +68,18 @@ class Event:
             v = d.get(f.name)
             if f.name == "event" or v is None:
                 continue
-            if f.name in ("message",):
+            if f.name in ("message", "stage"):
                 kw[f.name] = str(v)
+            elif f.name == "plan":
+                kw[f.name] = [str(x) for x in v] if isinstance(v, list) else None
             elif f.name == "terms":
                 kw[f.name] = v if isinstance(v, dict) else None
             elif f.name == "best":
                 kw[f.name] = bool(v)
             elif isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
-            elif f.name in ("epoch", "epochs", "level", "step", "steps", "subclasses"):
+            elif f.name in ("epoch", "epochs", "level", "step", "steps", "subclasses", "images", "stage_index",
+                            "stages"):
                 kw[f.name] = int(v)
             else:
                 kw[f.name] = float(v)
@@ -100,7 +116,8 @@ class Progress:
 
 
 def summarize(events: Iterable[Event | dict], *, now: float | None = None) -> Progress:
-    """Fold progress events into one status line's worth of numbers and the loss curve.
+    """Fold training's progress events into one status line's worth of numbers and the loss curve
+    (analysis events are skipped; :func:`job_progress` reads both).
 
     The global step: ``(epoch - 1) * steps + step`` (an epoch event closes its epoch); events without
     ``epoch`` (older runs) count steps in all, a restarted count (a new level) continuing the axis.
@@ -114,7 +131,7 @@ def summarize(events: Iterable[Event | dict], *, now: float | None = None) -> Pr
     offset = last_raw = 0           # the step axis of events without ``epoch``
     for raw in events:
         ev = raw if isinstance(raw, Event) else Event.from_dict(raw)
-        if ev is None:
+        if ev is None or ev.event in ANALYSIS_KINDS:     # training's numbers only (job_progress: both)
             continue
         kind = ev.event
         p.last_event = kind or p.last_event
@@ -166,6 +183,224 @@ def summarize(events: Iterable[Event | dict], *, now: float | None = None) -> Pr
         rate = (last_t - first_t) / (done - (first_step or 0))
         p.eta_s = max(0.0, rate * (total - done) - (now - last_t))
     return p
+
+
+# ---------------------------------------------------------------------------- analysis stages
+ANALYSIS_STAGES = ("sub-classes", "mislabels", "outliers and duplicates", "summary and scores")
+DEFAULT_MAPS = ("tsne", "umap", "pca")   # analyze's default maps (pipeline.maps.METHODS)
+
+# Seconds a stage is expected to take on a 2-core CPU: (fixed, per image). Rough: the 4,000-image
+# demo analysed in 26 s with all three maps on an idle machine (RESULTS.md), UMAP's first use
+# compiles numba code. Only the estimate before a stage has run: job_progress rescales the stages
+# still to come by how long the finished ones actually took.
+STAGE_COST = {"sub-classes": (2.0, 2e-3), "mislabels": (1.0, 2e-4), "outliers and duplicates": (1.0, 2e-4),
+              "summary and scores": (0.5, 5e-5), "tsne map": (3.0, 2.5e-3), "umap map": (15.0, 1.5e-3),
+              "pca map": (0.3, 1e-5)}
+OTHER_STAGE_COST = (1.0, 1e-3)
+DEFAULT_IMAGES = 4000                    # when no event says how many images the run has
+RATE_EPOCHS = 3                          # the training ETA: the pace over (up to) the last 3 epochs
+
+
+def analysis_stages(maps: Sequence[str] = DEFAULT_MAPS) -> list[str]:
+    """The stages ``analyze`` reports, in order: the fixed ones, then one per map."""
+    return list(ANALYSIS_STAGES) + [f"{m} map" for m in maps]
+
+
+def stage_estimate(stage: str, images: int | None) -> float:
+    base, per = STAGE_COST.get(stage, OTHER_STAGE_COST)
+    return base + per * (images if images else DEFAULT_IMAGES)
+
+
+class StageWriter:
+    """What ``analyze`` calls at each stage: ``stage(name)`` writes a ``stage`` event (the plan, the
+    stage's index), ``done()`` the ``analysed`` event, ``failed(exc)`` an ``error`` one."""
+
+    def __init__(self, path: Path, plan: Sequence[str], images: int | None = None):
+        self.path, self.plan, self.images = Path(path), list(plan), images
+        self.t0 = time.time()
+        self.started = False
+
+    def stage(self, name: str) -> None:
+        self.started = True
+        i = self.plan.index(name) + 1 if name in self.plan else None
+        write(self.path, Event("stage", time.time(), stage=name, stage_index=i, stages=len(self.plan),
+                               plan=self.plan, images=self.images))
+
+    def done(self) -> None:
+        write(self.path, Event("analysed", time.time(), wall_s=round(time.time() - self.t0, 2)))
+
+    def failed(self, exc: BaseException) -> None:
+        """Only once a stage was written: before that the folder may not be a run at all."""
+        from .errors import one_line
+
+        if not self.started:
+            return
+        write(self.path, Event("error", time.time(), message=f"analysis: {one_line(exc, 200)}"))
+
+
+# ---------------------------------------------------------------------------- the whole job
+@dataclass
+class JobProgress:
+    """One bar and one ETA over a job's training and analysis (:func:`job_progress`)."""
+    phase: str = ""                  # "train", "analyse", "done" or "" (nothing reported yet)
+    fraction: float | None = None    # 0..1 of the job's expected time
+    eta_s: float | None = None       # the job's time left
+    train: Progress = field(default_factory=Progress)   # training's numbers (epoch, step, loss, ...)
+    train_done: bool = False
+    stage: str = ""                  # the analysis stage running now ("" before the first)
+    stage_index: int | None = None
+    stages: int | None = None
+
+    def line(self) -> str:
+        """``42 % · ETA 3 min 10 s · training: epoch 4/20, step 3/10, 120 img/s, loss 0.532`` or
+        ``… · analysing: sub-classes (1/7)``."""
+        head = []
+        if self.fraction is not None:
+            head.append(f"{int(100 * self.fraction)} %")
+        if self.phase not in ("", "done"):
+            head.append(f"ETA {format_eta(self.eta_s)}")
+        if self.phase == "train":
+            t = self.train
+            if t.fraction is not None and t.fraction >= 1.0:
+                what = "training: embedding every image…"
+            else:
+                bits = []
+                if t.epoch is not None:
+                    bits.append(f"epoch {t.epoch}" + (f"/{t.epochs}" if t.epochs else ""))
+                if t.step is not None and t.steps:
+                    bits.append(f"step {t.step}/{t.steps}")
+                if t.images_per_s:
+                    bits.append(f"{t.images_per_s:.0f} img/s")
+                if t.loss is not None:
+                    bits.append(f"loss {t.loss:.3f}")
+                what = "training: " + (", ".join(bits) if bits else "preparing data…")
+        elif self.phase == "analyse":
+            what = (f"analysing: {self.stage} ({self.stage_index}/{self.stages})" if self.stage and self.stage_index
+                    else "analysing: starting…")
+        elif self.phase == "done":
+            what = "done"
+        else:
+            what = "preparing data…"
+        return " · ".join(head + [what])
+
+
+def _coerce(events: Iterable[Event | dict]) -> list[Event]:
+    out = []
+    for raw in events:
+        ev = raw if isinstance(raw, Event) else Event.from_dict(raw)
+        if ev is not None:
+            out.append(ev)
+    return out
+
+
+def _training_session(events: list[Event]) -> list[Event]:
+    """The training events of the latest attempt: after the last ``error`` (an interrupted run
+    resumed), or after the global step went back (a restart over an old file)."""
+    start, steps, last_x = 0, None, None
+    for i, e in enumerate(events):
+        if e.event == "error":
+            start, last_x = i + 1, None
+            continue
+        steps = e.steps or steps
+        x = _global_step(e, steps)
+        if x is not None:
+            if last_x is not None and x < last_x:
+                start = i
+            last_x = x
+    return events[start:]
+
+
+def _global_step(e: Event, steps: int | None) -> int | None:
+    if e.event not in ("step", "epoch") or e.epoch is None or not steps:
+        return None
+    return (e.epoch - 1) * steps + (e.step if e.step is not None else steps)
+
+
+def _training_eta(session: list[Event], now: float) -> float | None:
+    """Time left in training at the pace of (up to) the last :data:`RATE_EPOCHS` epochs, measured
+    between the events' own times (so validation and checkpoints count), aged since the last one."""
+    steps = epochs = None
+    pts: list[tuple[float, int]] = []
+    for e in session:
+        steps, epochs = e.steps or steps, e.epochs or epochs
+        x = _global_step(e, steps)
+        if x is not None and e.time is not None:
+            pts.append((e.time, x))
+    if len(pts) < 2 or not (steps and epochs):
+        return None
+    t1, x1 = pts[-1]
+    ref = next(p for p in pts if p[1] >= x1 - RATE_EPOCHS * steps)
+    if ref[1] >= x1:
+        ref = next((p for p in reversed(pts) if p[1] < x1), None)
+        if ref is None:
+            return None
+    rate = (t1 - ref[0]) / (x1 - ref[1])
+    return max(0.0, rate * (epochs * steps - x1) - max(0.0, now - t1))
+
+
+def job_progress(events: Iterable[Event | dict], *, train: bool = True, analyse: bool = True,
+                 since: float | None = None, now: float | None = None,
+                 maps: Sequence[str] = DEFAULT_MAPS) -> JobProgress:
+    """The progress of a job that trains (``train``) and/or analyses (``analyse``) one run, from its
+    progress events. ``since``: the job's start; older events (an earlier attempt, an earlier
+    analysis) are history. ``maps``: the maps the analysis will compute, for its estimate before it
+    reports its plan.
+
+    ETA: training's time left at its measured pace (:func:`_training_eta`; the trainer's own
+    estimate until two events are in) plus the analysis's estimate; during the analysis, each
+    stage's estimate (:data:`STAGE_COST`, per image) scaled by actual / estimated time of the
+    finished stages. ``fraction``: elapsed / (elapsed + ETA) since the job's start (``since``, else
+    its first event), so the bar and the ETA tell the same story."""
+    now = time.time() if now is None else now
+    evs = _coerce(events)
+    if since is not None:
+        evs = [e for e in evs if e.time is not None and e.time >= since]
+    last_tr = max((i for i, e in enumerate(evs) if e.event not in ANALYSIS_KINDS), default=-1) if train else -1
+    an = [e for e in evs[last_tr + 1:] if e.event in ANALYSIS_KINDS] if analyse else []
+    firsts = [i for i, e in enumerate(an) if e.event == "stage" and e.stage_index == 1]
+    an = an[firsts[-1]:] if firsts else an
+    session = _training_session([e for e in evs if e.event not in ANALYSIS_KINDS]) if train else []
+    jp = JobProgress(train=summarize(session, now=now))
+    jp.train_done = any(e.event == "done" for e in session)
+    images = next((e.images for e in reversed(evs) if e.images), None)
+    stage_evs = [e for e in an if e.event == "stage"]
+    plan = next((e.plan for e in reversed(stage_evs) if e.plan), None) or analysis_stages(maps)
+    prior = [stage_estimate(name, images) for name in plan]
+
+    if an and an[-1].event == "analysed":
+        jp.phase, jp.fraction, jp.eta_s = "done", 1.0, 0.0
+        return jp
+    if stage_evs:
+        cur = stage_evs[-1]
+        jp.phase, jp.stage, jp.stages = "analyse", cur.stage or "", cur.stages or len(plan)
+        k = cur.stage_index or len(stage_evs)
+        jp.stage_index = k
+        done_prior = sum(prior[:k - 1])
+        done_actual = (cur.time or now) - (stage_evs[0].time or now)
+        r = min(4.0, max(0.25, done_actual / done_prior)) if k > 1 and done_prior > 0 else 1.0
+        left_now = max(0.0, r * (prior[k - 1] if k - 1 < len(prior) else 0.0) - (now - (cur.time or now)))
+        jp.eta_s = left_now + r * sum(prior[k:])
+        t0 = since if since is not None else (session[0].time if session and session[0].time else stage_evs[0].time)
+    elif train and not jp.train_done:
+        if not session:
+            return jp
+        jp.phase = "train"
+        t_eta = _training_eta(session, now)
+        if t_eta is None:
+            t_eta = jp.train.eta_s
+        jp.eta_s = None if t_eta is None else t_eta + (sum(prior) if analyse else 0.0)
+        t0 = since if since is not None else session[0].time
+    elif analyse:                       # training is done (or not part of the job): analysis next
+        jp.phase, jp.stages = "analyse", len(plan)
+        jp.eta_s = sum(prior)
+        t0 = since if since is not None else (session[0].time if session else None)
+    else:
+        jp.phase, jp.fraction, jp.eta_s = "done", 1.0, 0.0
+        return jp
+    if jp.eta_s is not None and t0 is not None:
+        elapsed = max(0.0, now - t0)
+        jp.fraction = elapsed / (elapsed + jp.eta_s) if elapsed + jp.eta_s > 0 else 0.0
+    return jp
 
 
 def format_eta(seconds: float | None) -> str:

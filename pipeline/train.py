@@ -335,7 +335,7 @@ class Trainer:
                     remaining = (steps - s - 1) + (total_epochs - epoch - 1) * steps
                     self._event(progress, Event("step", time.time(), epoch=epoch + 1, epochs=total_epochs,
                                                 level=level + 1, step=s + 1, steps=steps, loss=terms["loss"],
-                                                terms=terms, images_per_s=round(ips, 1),
+                                                terms=terms, images_per_s=round(ips, 1), images=len(ds.table),
                                                 eta_s=round(remaining * sampler.batch_size / max(ips, 1e-9), 1)))
             mean_terms = {k: v / steps for k, v in sums.items()}
             score = self._val_score(model, images, y_all, train_rows, val_rows, ds.num_classes, dev)
@@ -355,7 +355,7 @@ class Trainer:
             ips = steps * sampler.batch_size / max(time.time() - t_ep, 1e-9)
             self._event(progress, Event("epoch", time.time(), epoch=epoch + 1, epochs=total_epochs, level=level + 1,
                                         loss=mean_terms.get("loss"), terms=mean_terms, val_score=score,
-                                        images_per_s=round(ips, 1), best=is_best,
+                                        images_per_s=round(ips, 1), best=is_best, images=len(ds.table),
                                         eta_s=round((total_epochs - epoch - 1) * steps * sampler.batch_size / max(ips, 1e-9), 1)))
             run.save_manifest()
         if bar is not None:

@@ -334,3 +334,24 @@ def test_sub_classes_of_a_run_without_votes_come_from_the_images(tmp_path):
     assert open_run(run.path).array("analysis/subclass_images.npy").shape == (K, 48, 48)
     assert open_run(run.path).array("analysis/class_images.npy").shape == (8, 48, 48)
     assert "expression variants" in A.format_recovery(out["subclass"])
+
+
+def test_analyze_reports_its_stages_in_the_progress_file(analyzed, tmp_path):
+    from pipeline import progress
+
+    path, _ = analyzed
+    ev = [e for e in progress.read(path) if e.event in ("stage", "analysed", "error")]
+    plan = ["sub-classes", "mislabels", "outliers and duplicates", "summary and scores", "pca map"]
+    assert [e.stage for e in ev[:-1]] == plan and ev[-1].event == "analysed"
+    assert [e.stage_index for e in ev[:-1]] == [1, 2, 3, 4, 5] and {e.stages for e in ev[:-1]} == {5}
+    assert ev[0].plan == plan and ev[0].images == len(open_run(path).items())
+    assert progress.job_progress(progress.read(path), train=False).phase == "done"
+    # a failing analysis says so in the file; a folder that is not a run gets no file
+    bad = make_run(tmp_path / "other")
+    with pytest.raises(ValueError):
+        A.analyze(bad, maps=(), hierarchy_mode="dgms")
+    last = progress.read(bad)[-1]
+    assert last.event == "error" and last.message.startswith("analysis: ") and "Algorithm 2" in last.message
+    with pytest.raises(Exception):
+        A.analyze(tmp_path / "not-a-run", maps=())
+    assert not (tmp_path / "not-a-run").exists()

@@ -62,3 +62,85 @@ def test_status_and_curve_share_one_step_axis():
     assert list(fig.data[1].x) == [8] and progress.summarize(ev).fraction == 1.0
 
 
+
+
+def _training_file(f, *, epochs=4, steps=10, t0=0.0, images=4000, start_epoch=1):
+    """A trainer's events: steps of 1 s (every third one 2 s), an epoch's validation 1.5 s."""
+    t = t0
+    for e in range(start_epoch, epochs + 1):
+        for s in range(1, steps + 1):
+            t += 2.0 if s % 3 == 0 else 1.0
+            progress.write(f, Event("step", t, epoch=e, epochs=epochs, level=1, step=s, steps=steps, loss=1.0 / e,
+                                    images_per_s=100.0, eta_s=99.0, images=images))
+        t += 1.5
+        progress.write(f, Event("epoch", t, epoch=e, epochs=epochs, level=1, loss=1.0 / e, images=images))
+    return t
+
+
+def test_one_bar_over_training_then_the_analysis_stages(tmp_path):
+    f = tmp_path / "progress.jsonl"
+    per_epoch = 10 + 3 + 1.5                                 # 10 steps, 3 of them 2 s, validation
+    end = _training_file(f, epochs=4)
+    ev = progress.read(f)
+    plan = progress.analysis_stages()
+    prior = [progress.stage_estimate(s, 4000) for s in plan]
+    assert len(plan) == 7 and plan[0] == "sub-classes" and plan[-1] == "pca map"
+
+    # training: the ETA is the pace of the last epochs times what is left, plus the analysis estimate;
+    # the finish it predicts stays put from one event to the next (no swings)
+    finishes = []
+    for i, e in enumerate(ev):
+        if e.epoch >= 2:
+            jp = progress.job_progress(ev[:i + 1], since=0.0, now=e.time)
+            assert jp.phase == "train" and jp.eta_s is not None
+            finishes.append(e.time + jp.eta_s)
+    true_finish = end + sum(prior)
+    assert max(abs(x - true_finish) for x in finishes) < 0.06 * end
+    jp = progress.job_progress(ev[:25], since=0.0, now=ev[24].time + 0.5)       # mid epoch 3
+    assert "ETA" in jp.line() and "training: epoch 3/4, step 3/10" in jp.line()
+    assert jp.fraction == pytest.approx((ev[24].time + 0.5) / (ev[24].time + 0.5 + jp.eta_s))
+
+    # training done, the analyze step not yet reporting: analysis next, at its estimate
+    progress.write(f, Event("done", end + 2, wall_s=end))
+    jp = progress.job_progress(progress.read(f), since=0.0, now=end + 4)
+    assert jp.phase == "analyse" and jp.line().endswith("analysing: starting…")
+    assert jp.eta_s == pytest.approx(sum(prior))
+    # the analysis's stages: the first two took twice their estimate, so the rest is expected to too
+    t1 = end + 10
+    t3 = t1 + 2 * (prior[0] + prior[1])
+    for i, t in ((1, t1), (2, t1 + 2 * prior[0]), (3, t3)):
+        progress.write(f, Event("stage", t, stage=plan[i - 1], stage_index=i, stages=7, plan=plan, images=4000))
+    jp = progress.job_progress(progress.read(f), since=0.0, now=t3 + 1)
+    assert jp.phase == "analyse" and (jp.stage, jp.stage_index, jp.stages) == ("outliers and duplicates", 3, 7)
+    assert jp.line().endswith("analysing: outliers and duplicates (3/7)")
+    assert jp.eta_s == pytest.approx(2 * prior[2] - 1 + 2 * sum(prior[3:]))
+    assert jp.fraction == pytest.approx((t3 + 1) / (t3 + 1 + jp.eta_s)) and 0.5 < jp.fraction < 1
+    assert jp.train.epoch == 4 and jp.train_done                  # training's numbers are still there
+    # the training summary (status line, loss curve) ignores the analysis events
+    assert progress.summarize(progress.read(f)).last_event == "done"
+    progress.write(f, Event("analysed", t3 + 30, wall_s=40.0))
+    jp = progress.job_progress(progress.read(f), since=0.0, now=t3 + 31)
+    assert (jp.phase, jp.fraction, jp.eta_s) == ("done", 1.0, 0.0)
+
+    # an analyze-only job later on the same run: the earlier analysis is history
+    again = t3 + 100
+    progress.write(f, Event("stage", again, stage="sub-classes", stage_index=1, stages=7, plan=plan, images=4000))
+    jp = progress.job_progress(progress.read(f), train=False, since=again - 1, now=again + 1)
+    assert jp.phase == "analyse" and jp.stage_index == 1 and jp.eta_s == pytest.approx(prior[0] - 1 + sum(prior[1:]))
+
+
+def test_a_resumed_run_measures_its_pace_after_the_restart(tmp_path):
+    f = tmp_path / "progress.jsonl"
+    t = _training_file(f, epochs=2)                                          # epochs 1-2 of 4, then a cancel
+    progress.write(f, Event("error", t + 1, message="interrupted"))
+    restart = t + 3600                                                       # resumed an hour later
+    _training_file(f, epochs=4, start_epoch=3, t0=restart + 5)
+    ev = progress.read(f)
+    mid = next(i for i, e in enumerate(ev) if e.epoch == 3 and e.step == 5)
+    now = ev[mid].time
+    for since in (None, restart):         # the hour away counts in neither the pace nor the bar
+        jp = progress.job_progress(ev[:mid + 1], analyse=False, since=since, now=now)
+        assert jp.phase == "train" and jp.train.epoch == 3
+        rate = (now - ev[next(i for i, e in enumerate(ev) if e.epoch == 3)].time) / 4   # 4 steps since the first
+        assert jp.eta_s == pytest.approx(rate * 15)
+    assert progress.job_progress(ev, analyse=False, since=restart, now=ev[-1].time).eta_s == pytest.approx(0.0)
