@@ -66,6 +66,12 @@ class Job:
         return self.state in ACTIVE
 
     @property
+    def parts(self) -> tuple[bool, bool]:
+        """(trains, analyses): what the job's steps do, for its one progress bar."""
+        names = self.step_names
+        return "train" in names, "analyze" in names or any("--analyze" in s for s in self.steps)
+
+    @property
     def step_names(self) -> list[str]:
         out = []
         for argv in self.steps:

@@ -502,30 +502,13 @@ def _job_body(compact: bool) -> None:
     was_active = st.session_state.get("_job_seen_active") == job.id
     if job.active:
         st.session_state["_job_seen_active"] = job.id
-        step = jobs.running_step(root, job)
-        names = job.step_names
-        stage = names[step] if step < len(names) else "?"
-        events = data.progress(job.run_dir)
-        prog = progress.summarize(events)
+        # one bar and one ETA over the whole job: training's epochs, then analysis's stages
+        trains, analyses = job.parts
+        jp = progress.job_progress(data.progress(job.run_dir), train=trains, analyse=analyses, since=job.started)
         if job.state == "cancelling":
-            st.progress(prog.fraction or 0.0, text="Stopping… (saving a resumable checkpoint)")
-        elif stage == "train":
-            if prog.fraction is None:
-                st.progress(0.0, text="Training: preparing data…")
-            else:
-                eta = progress.format_eta(prog.eta_s)
-                bits = []
-                if prog.epoch is not None:
-                    bits.append(f"epoch {prog.epoch}" + (f"/{prog.epochs}" if prog.epochs else ""))
-                bits.append(f"step {prog.step}/{prog.steps}")
-                if prog.images_per_s:
-                    bits.append(f"{prog.images_per_s:.0f} img/s")
-                if prog.loss is not None:
-                    bits.append(f"loss {prog.loss:.3f}")
-                st.progress(prog.fraction, text=f"Training {int(100 * prog.fraction)} % · ETA {eta} · " + ", ".join(bits))
+            st.progress(jp.fraction or 0.0, text="Stopping… (saving a resumable checkpoint)")
         else:
-            st.progress(1.0 if stage == "analyze" else 0.0,
-                        text=f"Step {step + 1} of {len(names)}: {stage} (sub-classes, maps, mislabels)…")
+            st.progress(jp.fraction or 0.0, text=jp.line())
         st.caption(md(f"{job.kind}: {job.title or Path(job.run_dir).name}"))
         if job.started and job.started < SERVER_STARTED:
             st.caption(md("This job was started before this app server was, and kept running on its own: "

@@ -280,7 +280,7 @@ class JobProgress:
         elif self.phase == "done":
             what = "done"
         else:
-            what = "preparing data…"
+            what = "training: preparing data…"
         return " · ".join(head + [what])
 
 

@@ -619,3 +619,36 @@ def test_the_run_name_is_checked_and_names_the_run_folder(fake_root):
     finally:
         jobs.cancel(fake_root)
         jobs.wait(fake_root, timeout=60)
+
+
+def test_the_job_bar_goes_on_through_the_analysis_stages(fake_root):
+    import sys
+
+    from pipeline import progress
+    from pipeline.progress import Event
+
+    run = fake_root / "training"
+    run.mkdir()
+    wait = [sys.executable, "-c", "import time; time.sleep(60)"]
+    job = jobs.start(fake_root, "train", run, [wait + ["pipeline", "train"], wait + ["pipeline", "analyze"]], title="t")
+    try:
+        t = job.started
+        f = run / "progress.jsonl"
+        for k, (e, s) in enumerate(((1, 5), (1, 10), (2, 5))):      # (times just after the job's start)
+            progress.write(f, Event("step", t + 0.01 * (k + 1), epoch=e, epochs=2, step=s, steps=10, loss=0.5,
+                                    images=600))
+        at = start()
+        bar = at.get("progress")[0].proto
+        assert "training: epoch 2/2, step 5/10" in bar.text and "ETA" in bar.text and bar.value < 100, bar.text
+        plan = progress.analysis_stages()
+        progress.write(f, Event("done", t + 0.05))
+        for i in (1, 2, 3):
+            progress.write(f, Event("stage", t + 0.05 + 0.01 * i, stage=plan[i - 1], stage_index=i, stages=len(plan),
+                                    plan=plan, images=600))
+        at.run()
+        bar = at.get("progress")[0].proto
+        assert f"analysing: outliers and duplicates (3/{len(plan)})" in bar.text and "ETA" in bar.text
+        assert bar.value < 100
+    finally:
+        jobs.cancel(fake_root)
+        jobs.wait(fake_root, timeout=60)
