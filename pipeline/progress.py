@@ -199,6 +199,11 @@ STAGE_COST = {"sub-classes": (2.0, 2e-3), "mislabels": (1.0, 2e-4), "outliers an
 OTHER_STAGE_COST = (1.0, 1e-3)
 DEFAULT_IMAGES = 4000                    # when no event says how many images the run has
 RATE_EPOCHS = 3                          # the training ETA: the pace over (up to) the last 3 epochs
+# after the last epoch the trainer embeds every image and scores the run before it writes ``done``
+# (12 s for 320 images on 2 busy cores, about 1.5 of that run's short epochs; on real data an
+# embedding pass is a fraction of an epoch): FINISH_S + FINISH_EPOCHS epochs at the measured pace
+FINISH_S, FINISH_EPOCHS = 3.0, 0.5
+ANALYSIS_START_S = 5.0                   # the analyze process's imports and loading, before its first stage
 
 
 def analysis_stages(maps: Sequence[str] = DEFAULT_MAPS) -> list[str]:
@@ -318,7 +323,8 @@ def _global_step(e: Event, steps: int | None) -> int | None:
 
 def _training_eta(session: list[Event], now: float) -> float | None:
     """Time left in training at the pace of (up to) the last :data:`RATE_EPOCHS` epochs, measured
-    between the events' own times (so validation and checkpoints count), aged since the last one."""
+    between the events' own times (so validation and checkpoints count), plus the finishing pass
+    (:data:`FINISH_S`, :data:`FINISH_EPOCHS`), aged since the last event."""
     steps = epochs = None
     pts: list[tuple[float, int]] = []
     for e in session:
@@ -335,7 +341,8 @@ def _training_eta(session: list[Event], now: float) -> float | None:
         if ref is None:
             return None
     rate = (t1 - ref[0]) / (x1 - ref[1])
-    return max(0.0, rate * (epochs * steps - x1) - max(0.0, now - t1))
+    finish = FINISH_S + FINISH_EPOCHS * rate * steps
+    return max(0.0, rate * (epochs * steps - x1) + finish - max(0.0, now - t1))
 
 
 def job_progress(events: Iterable[Event | dict], *, train: bool = True, analyse: bool = True,
@@ -347,7 +354,8 @@ def job_progress(events: Iterable[Event | dict], *, train: bool = True, analyse:
     reports its plan.
 
     ETA: training's time left at its measured pace (:func:`_training_eta`; the trainer's own
-    estimate until two events are in) plus the analysis's estimate; during the analysis, each
+    estimate until two events are in) plus the analysis's estimate (its start-up,
+    :data:`ANALYSIS_START_S`, and every stage's); during the analysis, each
     stage's estimate (:data:`STAGE_COST`, per image) scaled by actual / estimated time of the
     finished stages. ``fraction``: elapsed / (elapsed + ETA) since the job's start (``since``, else
     its first event), so the bar and the ETA tell the same story."""
@@ -388,11 +396,13 @@ def job_progress(events: Iterable[Event | dict], *, train: bool = True, analyse:
         t_eta = _training_eta(session, now)
         if t_eta is None:
             t_eta = jp.train.eta_s
-        jp.eta_s = None if t_eta is None else t_eta + (sum(prior) if analyse else 0.0)
+        jp.eta_s = None if t_eta is None else t_eta + (ANALYSIS_START_S + sum(prior) if analyse else 0.0)
         t0 = since if since is not None else session[0].time
     elif analyse:                       # training is done (or not part of the job): analysis next
         jp.phase, jp.stages = "analyse", len(plan)
-        jp.eta_s = sum(prior)
+        t_done = next((e.time for e in reversed(session) if e.event == "done" and e.time is not None), None)
+        t_from = t_done if t_done is not None else since
+        jp.eta_s = max(0.0, ANALYSIS_START_S - (now - t_from if t_from is not None else 0.0)) + sum(prior)
         t0 = since if since is not None else (session[0].time if session else None)
     else:
         jp.phase, jp.fraction, jp.eta_s = "done", 1.0, 0.0

@@ -94,7 +94,8 @@ def test_one_bar_over_training_then_the_analysis_stages(tmp_path):
             jp = progress.job_progress(ev[:i + 1], since=0.0, now=e.time)
             assert jp.phase == "train" and jp.eta_s is not None
             finishes.append(e.time + jp.eta_s)
-    true_finish = end + sum(prior)
+    true_finish = (end + progress.FINISH_S + progress.FINISH_EPOCHS * per_epoch + progress.ANALYSIS_START_S
+                   + sum(prior))
     assert max(abs(x - true_finish) for x in finishes) < 0.06 * end
     jp = progress.job_progress(ev[:25], since=0.0, now=ev[24].time + 0.5)       # mid epoch 3
     assert "ETA" in jp.line() and "training: epoch 3/4, step 3/10" in jp.line()
@@ -104,7 +105,7 @@ def test_one_bar_over_training_then_the_analysis_stages(tmp_path):
     progress.write(f, Event("done", end + 2, wall_s=end))
     jp = progress.job_progress(progress.read(f), since=0.0, now=end + 4)
     assert jp.phase == "analyse" and jp.line().endswith("analysing: starting…")
-    assert jp.eta_s == pytest.approx(sum(prior))
+    assert jp.eta_s == pytest.approx(progress.ANALYSIS_START_S - 2 + sum(prior))
     # the analysis's stages: the first two took twice their estimate, so the rest is expected to too
     t1 = end + 10
     t3 = t1 + 2 * (prior[0] + prior[1])
@@ -142,5 +143,8 @@ def test_a_resumed_run_measures_its_pace_after_the_restart(tmp_path):
         jp = progress.job_progress(ev[:mid + 1], analyse=False, since=since, now=now)
         assert jp.phase == "train" and jp.train.epoch == 3
         rate = (now - ev[next(i for i, e in enumerate(ev) if e.epoch == 3)].time) / 4   # 4 steps since the first
-        assert jp.eta_s == pytest.approx(rate * 15)
-    assert progress.job_progress(ev, analyse=False, since=restart, now=ev[-1].time).eta_s == pytest.approx(0.0)
+        finish = progress.FINISH_S + progress.FINISH_EPOCHS * 10 * rate
+        assert jp.eta_s == pytest.approx(rate * 15 + finish)
+    last = progress.job_progress(ev, analyse=False, since=restart, now=ev[-1].time + 1)   # all epochs done
+    assert last.eta_s == pytest.approx(progress.FINISH_S + progress.FINISH_EPOCHS * 14.5 - 1, rel=0.05)
+    assert "embedding every image" in last.line()
