@@ -145,7 +145,7 @@ def train_with_checkpoints(ds, *, backbone: str, dev: str, checkpoints: list[flo
     from pipeline.models import build_model
     from pipeline.sampling import ClassBalancedSampler
     from pipeline.step import make_step
-    from pipeline.train import soft_targets
+    from pipeline.trainer import soft_targets
 
     device = torch.device(dev)
     cfg = RunConfig(model=ModelConfig(backbone=backbone, embedding_dim=64), loss=LossConfig(name="sgm"),

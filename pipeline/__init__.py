@@ -2,7 +2,7 @@
 
 Conventions used throughout: N images, C classes, D embedding size, S image size.
 No Streamlit import anywhere in this package. The verbs live in their modules, imported where
-used (``pipeline.train.train``, ``pipeline.train.evaluate``, ``pipeline.analysis.analyze``,
+used (``pipeline.train.train``, ``pipeline.evaluate.evaluate``, ``pipeline.analysis.analyze``,
 ``pipeline.similar.similar``); they are not re-exported here, because names like ``train`` and
 ``similar`` would shadow the submodules of the same name.
 """

@@ -196,7 +196,7 @@ def _cmd_train(a) -> int:
 
 def _cmd_evaluate(a) -> int:
     from .metrics import format_table
-    from .train import evaluate
+    from .evaluate import evaluate
 
     out = evaluate(a.run, data_spec=a.data, device=a.device, data_roots=tuple(a.data_root or ()))
     print(json.dumps(out, indent=2) if a.json else format_table(out))
@@ -285,10 +285,9 @@ def lineage(run) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import one_line
+    from .errors import TrainingError, one_line
     from .runs import RunError
     from .sources import DataError
-    from .train import TrainingError
 
     a = _parser().parse_args(argv)
     handlers = {"train": _cmd_train, "evaluate": _cmd_evaluate, "analyze": _cmd_analyze,

@@ -1,4 +1,4 @@
-"""The one helper for the project's one-line error rule."""
+"""The one helper for the project's one-line error rule, and the error training stops with."""
 from __future__ import annotations
 
 
@@ -14,3 +14,7 @@ def one_line(exc: BaseException | str, limit: int = 300, *, empty: str | None = 
     if empty is not None:
         return empty
     return type(exc).__name__ if isinstance(exc, BaseException) else ""
+
+
+class TrainingError(Exception):
+    """Training stopped (NaN loss, bad configuration). One-line message."""

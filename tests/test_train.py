@@ -8,7 +8,10 @@ from conftest import tiny_config
 from pipeline.config import DataConfig, HierarchyConfig, RunConfig
 from pipeline.runs import RunError, open_run
 from pipeline.sources import DataError
-from pipeline.train import Trainer, TrainingError, evaluate, train
+from pipeline.errors import TrainingError
+from pipeline.evaluate import evaluate
+from pipeline.train import train
+from pipeline.trainer import Trainer
 
 
 def test_train_writes_a_complete_valid_run(tiny_run):
@@ -128,8 +131,6 @@ def test_dgms_split_features_embedding_or_crowd(tmp_path):
     """With votes in the data (synthetic), Algorithm 2 splits on the embedding by default (sub-classes
     come from the images) and on the posterior and the votes when asked, so the sub-labels differ;
     an unknown choice is refused before anything is written."""
-    from pipeline.train import TrainingError
-
     runs = {}
     for feat in ("auto", "posterior+votes"):
         cfg = tiny_config(epochs=2).replace(hierarchy=HierarchyConfig(levels=2, min_per_subclass=8, features=feat))
