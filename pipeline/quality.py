@@ -48,20 +48,17 @@ def _standardised(images: np.ndarray, size: int | None = None) -> np.ndarray:
 
 
 def _knn_pairs(feats: np.ndarray, k: int) -> np.ndarray:
-    """(M, 2) int64 unique pairs (i < j) of each row and its k nearest other rows."""
-    from sklearn.neighbors import NearestNeighbors
+    """(M, 2) int64 unique pairs (i < j) of each row and its k nearest other rows
+    (:func:`pipeline.neighbours.knn`: exact on small inputs, faiss HNSW above its threshold)."""
+    from .neighbours import knn
 
     n = len(feats)
-    k = int(min(k, n - 1))
-    if k < 1:
+    idx, _ = knn(feats, feats, k, own=np.arange(n))
+    if idx.shape[1] == 0:
         return np.zeros((0, 2), np.int64)
-    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(feats)
-    _, idx = nn.kneighbors(feats)
-    a = np.repeat(np.arange(n), k + 1)
-    b = idx.reshape(-1)
-    keep = a != b
-    p = np.stack([np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])], 1)
-    return np.unique(p, axis=0)
+    a = np.repeat(np.arange(n), idx.shape[1])
+    b = idx.reshape(-1)             # never the row itself (``own``)
+    return np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], 1), axis=0)
 
 
 def find_duplicates(images: np.ndarray, split: np.ndarray, z: np.ndarray | None = None, *,
