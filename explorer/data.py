@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pipeline.runs import MANIFEST, PROGRESS, STATUS_COMPLETE, Run, RunError, list_runs, open_run, read_jsonl
+from pipeline.runs import (CLASS_IMAGES, CONFUSION_JSON, MANIFEST, MAPS_INDEX, MISLABELS_TABLE, PROGRESS, STATUS_COMPLETE,
+                           SUBCLASS_IMAGES, SUBCLASSES_JSON, SUBCLASSES_TABLE, SUMMARY_JSON, Run, RunError, list_runs,
+                           open_run, read_jsonl)
 
 from . import figures
 
-ANALYSIS_FILES = ("analysis/subclasses.json", "analysis/maps.json", "analysis/mislabels.parquet",
-                  "analysis/confusion.json", "analysis/summary.json")
+ANALYSIS_FILES = (SUBCLASSES_JSON, MAPS_INDEX, MISLABELS_TABLE,
+                  CONFUSION_JSON, SUMMARY_JSON)
 
 
 # ---------------------------------------------------------------------------- run identity
@@ -146,19 +148,19 @@ def metrics(path: str | Path) -> dict:
 
 def subclasses(path: str | Path) -> dict | None:
     """analysis/subclasses.json, or None before ``analyze``."""
-    return _optional_json(path, "analysis/subclasses.json")
+    return _optional_json(path, SUBCLASSES_JSON)
 
 
 def confusion(path: str | Path) -> dict | None:
-    return _optional_json(path, "analysis/confusion.json")
+    return _optional_json(path, CONFUSION_JSON)
 
 
 def summary(path: str | Path) -> dict | None:
-    return _optional_json(path, "analysis/summary.json")
+    return _optional_json(path, SUMMARY_JSON)
 
 
 def maps_index(path: str | Path) -> list[dict]:
-    return _optional_json(path, "analysis/maps.json") or []
+    return _optional_json(path, MAPS_INDEX) or []
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -168,7 +170,7 @@ def _table(path: str, stamp_: int, name: str) -> pd.DataFrame:
 
 def mislabels(path: str | Path) -> pd.DataFrame | None:
     r = run(path)
-    name = "analysis/mislabels.parquet"
+    name = MISLABELS_TABLE
     return _table(str(path), stamp(path), name) if r.has(name) else None
 
 
@@ -185,19 +187,18 @@ def compare(path_a: str | Path, path_b: str | Path) -> dict:
 
 
 def analysis_table(path: str | Path, name: str) -> pd.DataFrame | None:
-    """``analysis/<name>.parquet`` of a run (cached per run state), or None when analyze has not
-    written it (a run analysed before that table existed)."""
+    """The analysis table ``name`` (``pipeline.runs.OUTLIERS_TABLE``, ...) of a run (cached per run
+    state), or None when analyze has not written it (a run analysed before that table existed)."""
     r = run(path)
-    name = f"analysis/{name}.parquet"
     return _table(str(path), stamp(path), name) if r.has(name) else None
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _subclass_rows(path: str, stamp_: int) -> np.ndarray | None:
     r = _run(path, stamp_)
-    if not r.has("analysis/subclasses.parquet"):
+    if not r.has(SUBCLASSES_TABLE):
         return None
-    return r.table("analysis/subclasses.parquet")["subclass"].to_numpy(dtype=np.int64)
+    return r.table(SUBCLASSES_TABLE)["subclass"].to_numpy(dtype=np.int64)
 
 
 def subclass_of_rows(path: str | Path, column: str = "subclass") -> np.ndarray | None:
@@ -213,7 +214,7 @@ def _facet_rows(path: str, stamp_: int, column: str) -> np.ndarray | None:
     import pyarrow.parquet as pq
 
     r = _run(path, stamp_)
-    name = "analysis/subclasses.parquet"
+    name = SUBCLASSES_TABLE
     if not r.has(name) or column not in pq.read_schema(r.file(name)).names:
         return None
     return r.table(name)[column].to_numpy(dtype=np.int64)
@@ -237,9 +238,9 @@ def in_facet(entry: dict, facet: dict, primary: str) -> bool:
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _mean_images(path: str, stamp_: int):
     r = _run(path, stamp_)
-    if not (r.has("analysis/subclass_images.npy") and r.has("analysis/class_images.npy")):
+    if not (r.has(SUBCLASS_IMAGES) and r.has(CLASS_IMAGES)):
         return None
-    return np.asarray(r.array("analysis/subclass_images.npy")), np.asarray(r.array("analysis/class_images.npy"))
+    return np.asarray(r.array(SUBCLASS_IMAGES)), np.asarray(r.array(CLASS_IMAGES))
 
 
 def mean_image_pngs(path: str | Path, sid: int, cls: int) -> tuple[bytes, bytes, bytes] | None:
@@ -303,7 +304,7 @@ def map_xy(path: str | Path, file: str) -> np.ndarray:
     """(N, 2) float32 coordinates of one stored map (``maps.json`` entry ``file``)."""
     names = {m.get("file") for m in maps_index(path)}
     if file not in names:
-        raise RunError(f"{Path(path) / file}: not in analysis/maps.json")
+        raise RunError(f"{Path(path) / file}: not in {MAPS_INDEX}")
     return _map_xy(str(path), stamp(path), file)
 
 
@@ -366,7 +367,7 @@ def _queue_order(path: str, stamp_: int) -> QueueOrder:
     from . import queue
 
     r = _run(path, stamp_)
-    m = _table(path, stamp_, "analysis/mislabels.parquet")
+    m = _table(path, stamp_, MISLABELS_TABLE)
     w = float(((_optional_json(path, "metrics.json") or {}).get("mislabels") or {}).get("posterior_weight", 0.1))
     score = queue.display_scores(m["score"].to_numpy(), w)
     tie, how = None, "row order"
@@ -449,14 +450,14 @@ def _colour_options(path: str, stamp_: int) -> dict[str, str]:
     r = _run(path, stamp_)
     cols = pq.read_schema(r.file("items.parquet")).names  # the schema only, not the table
     opts = {"label": "Given label"}
-    if r.has("analysis/subclasses.parquet"):
+    if r.has(SUBCLASSES_TABLE):
         opts["subclass"] = "Sub-class"
-        info = _json(path, stamp_, "analysis/subclasses.json") or {}
+        info = _json(path, stamp_, SUBCLASSES_JSON) or {}
         for f in (info.get("facets") or [])[1:]:     # the primary facet is "subclass" itself
             opts[str(f["column"])] = f"Sub-class: {f.get('title', f['name'])}"
     if "pred" in cols:
         opts["pred"] = "kNN prediction"
-    if r.has("analysis/mislabels.parquet"):
+    if r.has(MISLABELS_TABLE):
         opts["mislabel"] = "Mislabel score (ours)"
         opts["cleanlab"] = "Label quality (cleanlab)"
     if "p_given" in cols:
@@ -482,7 +483,7 @@ def _colouring(path: str, stamp_: int, by: str, names: tuple) -> figures.Colouri
         return figures.categorical(df["pred"].to_numpy(), names=classes, title="kNN prediction")
     if by == "subclass" or by.startswith("facet_"):
         sub = _subclass_rows(path, stamp_) if by == "subclass" else _facet_rows(path, stamp_, by)
-        info = {s["id"]: s for s in (_json(path, stamp_, "analysis/subclasses.json") or {}).get("subclasses", [])}
+        info = {s["id"]: s for s in (_json(path, stamp_, SUBCLASSES_JSON) or {}).get("subclasses", [])}
         named = dict(names)
         ids = sorted(set(np.unique(sub).tolist()))       # this facet's sub-classes only
         labels = [subclass_label(info.get(i, {"id": i}), named.get(i)) for i in ids]
@@ -490,7 +491,7 @@ def _colouring(path: str, stamp_: int, by: str, names: tuple) -> figures.Colouri
         lookup[ids] = np.arange(len(ids))
         return figures.categorical(lookup[sub], names=labels, title="sub-class")
     if by in ("mislabel", "cleanlab"):
-        m = _table(path, stamp_, "analysis/mislabels.parquet")
+        m = _table(path, stamp_, MISLABELS_TABLE)
         col = "score" if by == "mislabel" else "cleanlab_score"
         return figures.continuous(m[col].to_numpy(), title="mislabel score" if by == "mislabel" else "label quality")
     if by in df.columns:

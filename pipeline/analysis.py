@@ -26,7 +26,8 @@ from . import mislabels as mis
 from .config import RunConfig
 from .metrics import class_means, gaussian_posterior
 from .progress import StageWriter, analysis_stages
-from .runs import PROGRESS, Run, open_run
+from .runs import (CLASS_IMAGES, CONFUSION_JSON, MISLABELS_TABLE, PROGRESS, SUBCLASS_IMAGES, SUBCLASS_MEANS, SUBCLASSES_JSON,
+                   SUBCLASSES_TABLE, SUMMARY_JSON, Run, open_run)
 
 __all__ = ["analyze", "confusion", "album_summary", "subclass_scores", "mislabel_scores", "group_recovery",
            "recovery_scores", "RECOVERY_FACTORS",
@@ -231,9 +232,9 @@ def write_hierarchy(run: Run, h: "hier.Hierarchy | Sequence[hier.Facet]", *, sav
     one), as ``analysis/subclasses.{parquet,json}`` and ``analysis/subclass_means.npy`` ((K, D), one
     row per global sub-class id, all facets). ``extra``: per-sub-class fields for the JSON."""
     facets = hier._as_facets(h)
-    run.put_table("analysis/subclasses.parquet", hier.to_table(facets))
-    run.put_json("analysis/subclasses.json", hier.to_json(facets, run.classes, extra=extra))
-    run.put_array("analysis/subclass_means.npy",
+    run.put_table(SUBCLASSES_TABLE, hier.to_table(facets))
+    run.put_json(SUBCLASSES_JSON, hier.to_json(facets, run.classes, extra=extra))
+    run.put_array(SUBCLASS_MEANS,
                   np.concatenate([f.hierarchy.means for f in facets]).astype(np.float32))
     if save:
         run.save_manifest()
@@ -241,10 +242,10 @@ def write_hierarchy(run: Run, h: "hier.Hierarchy | Sequence[hier.Facet]", *, sav
 
 def read_hierarchy(run: Run) -> tuple[str, np.ndarray, list[np.ndarray]] | None:
     """(mode, final sub-labels (N,), levels) as stored, or None when the run has none."""
-    if not (run.has("analysis/subclasses.parquet") and run.has("analysis/subclasses.json")):
+    if not (run.has(SUBCLASSES_TABLE) and run.has(SUBCLASSES_JSON)):
         return None
-    t = run.table("analysis/subclasses.parquet")
-    mode = run.json("analysis/subclasses.json").get("mode", "bic")
+    t = run.table(SUBCLASSES_TABLE)
+    mode = run.json(SUBCLASSES_JSON).get("mode", "bic")
     lev_cols = sorted((c for c in t.columns if c.startswith("subclass_l")), key=lambda c: int(c[len("subclass_l"):]))
     return mode, t["subclass"].to_numpy(np.int64), [t[c].to_numpy(np.int64) for c in lev_cols]
 
@@ -498,11 +499,11 @@ def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], 
     if images is not None:
         class_imgs, *facet_imgs = mean_images_many(
             images, [(labels, len(classes))] + [(f.hierarchy.labels, f.hierarchy.n_subclasses) for f in facets])
-        run.put_array("analysis/class_images.npy", class_imgs)
+        run.put_array(CLASS_IMAGES, class_imgs)
         sub_images = np.zeros((K_all,) + tuple(images.shape[1:]), np.uint8)
         for f, imgs in zip(facets, facet_imgs):
             sub_images[f.offset:f.offset + f.hierarchy.n_subclasses] = imgs
-        run.put_array("analysis/subclass_images.npy", sub_images)
+        run.put_array(SUBCLASS_IMAGES, sub_images)
     run.save_manifest()
     timings["hierarchy"] = time.perf_counter() - t0
     say(f"sub-classes: {' + '.join(f'{f.hierarchy.n_subclasses} {f.name}' for f in facets)} "
@@ -523,7 +524,7 @@ def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], 
     ev = mis.pool(ev_loo, ev_cf) if crossfit else ev_loo
     table = mis.scores(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma, seed=seed,
                        classes=classes, evidence=ev)
-    run.put_table("analysis/mislabels.parquet", table)
+    run.put_table(MISLABELS_TABLE, table)
     run.save_manifest()
     timings["mislabels"] = time.perf_counter() - t0
     say(f"mislabels in {timings['mislabels']:.1f}s")
@@ -544,11 +545,11 @@ def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], 
         pred = items["pred"].to_numpy(np.int64)
     else:
         pred = ev_loo.votes.argmax(1)
-    run.put_json("analysis/confusion.json", confusion(labels, pred, classes))
+    run.put_json(CONFUSION_JSON, confusion(labels, pred, classes))
 
     # -- album summary
     rows = album_summary(z, h, n=summary_size)
-    run.put_json("analysis/summary.json", {"rows": [int(r) for r in rows],
+    run.put_json(SUMMARY_JSON, {"rows": [int(r) for r in rows],
                                           "method": "medoids of the largest sub-classes, then farthest-point picks"})
     run.save_manifest()
 

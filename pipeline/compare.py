@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import normalized_mutual_info_score
 
-from .runs import Run, RunError, open_run
+from .runs import SUBCLASSES_TABLE, Run, RunError, open_run
 
 
 def _sub_rows(run: Run) -> np.ndarray | None:
-    name = "analysis/subclasses.parquet"
+    name = SUBCLASSES_TABLE
     if not run.has(name):
         return None
     t = run.table(name)

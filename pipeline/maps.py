@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .runs import MAPS_DIR, MAPS_INDEX
+
 __all__ = ["METHODS", "DEFAULTS", "compute_map", "map_key", "get_or_compute", "list_maps", "load_map"]
 
 METHODS = ("tsne", "umap", "pca")
@@ -36,7 +38,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "umap": {"n_neighbors": 15, "min_dist": 0.1, "n_epochs": 200, "max_fit": MAX_FIT},
     "pca": {},
 }
-INDEX = "analysis/maps.json"
 
 
 def _params(method: str, params: dict) -> dict:
@@ -115,7 +116,7 @@ def _fingerprint(z: np.ndarray) -> str:
 
 def list_maps(run) -> list[dict]:
     """The stored map index of a run (``[]`` when there is none)."""
-    return list(run.json(INDEX)) if run.has(INDEX) else []
+    return list(run.json(MAPS_INDEX)) if run.has(MAPS_INDEX) else []
 
 
 def load_map(run, entry: dict) -> np.ndarray:
@@ -134,7 +135,7 @@ def get_or_compute(run, method: str, *, seed: int = 0, save: bool = True, **para
     z = np.asarray(run.embeddings())
     fp = _fingerprint(z)
     index = list_maps(run)
-    name = f"analysis/maps/{method}_{key}.npy"
+    name = f"{MAPS_DIR}/{method}_{key}.npy"
     for e in index:
         if e.get("file") == name and e.get("embeddings") == fp and run.has(name):
             y = load_map(run, e)
@@ -145,7 +146,7 @@ def get_or_compute(run, method: str, *, seed: int = 0, save: bool = True, **para
     index = [e for e in index if e.get("file") != name]
     index.append({"method": method, "params": full, "seed": int(seed), "key": key,
                   "file": name, "embeddings": fp})
-    run.put_json(INDEX, index)
+    run.put_json(MAPS_INDEX, index)
     if save:
         run.save_manifest()
     return y

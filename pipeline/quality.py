@@ -23,6 +23,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from .runs import DUPLICATES_TABLE, OUTLIERS_TABLE
+
 MIN_CORR = 0.95          # pixel correlation that makes two images near duplicates (RESULTS.md)
 NEAR_K = 5               # neighbours per image searched for near duplicates, in each space
 OUTLIER_K = 10           # cleanlab OutOfDistribution's k
@@ -243,11 +245,11 @@ def write_quality(run, items: pd.DataFrame, z: np.ndarray, *, ground_truth: bool
     table = pd.DataFrame({"outlier_score": score.astype(np.float32), "outlier_rank": rank})
     for name, v in parts.items():
         table[name] = np.asarray(v, np.float32)
-    run.put_table("analysis/outliers.parquet", table)
+    run.put_table(OUTLIERS_TABLE, table)
     out = {"outliers": {"method": "max percentile rank of: " + ", ".join(parts)}}
     if images is not None:          # duplicates are judged on the pixels; a run without them has none to judge
         pairs, counts = find_duplicates(images, split, z)
-        run.put_table("analysis/duplicates.parquet", pairs)
+        run.put_table(DUPLICATES_TABLE, pairs)
         out["duplicates"] = {**counts, "min_corr": MIN_CORR, "k": NEAR_K}
     if ground_truth and "gt_outlier" in items.columns:
         out["outliers"].update(ranking_auc(items["gt_outlier"].to_numpy(bool), score))

@@ -37,6 +37,20 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 PROGRESS = "progress.jsonl"       # written through pipeline.progress
 
+# what ``pipeline analyze`` writes into a run (RUN_FORMAT.md); the writers and the explorer name them by these
+SUBCLASSES_JSON = "analysis/subclasses.json"          # the sub-class hierarchy, its facets and entries
+SUBCLASSES_TABLE = "analysis/subclasses.parquet"      # row-aligned: each image's sub-class per facet
+SUBCLASS_MEANS = "analysis/subclass_means.npy"
+CLASS_IMAGES = "analysis/class_images.npy"            # mean image of each class
+SUBCLASS_IMAGES = "analysis/subclass_images.npy"      # mean image of each sub-class
+MISLABELS_TABLE = "analysis/mislabels.parquet"        # row-aligned mislabel scores
+OUTLIERS_TABLE = "analysis/outliers.parquet"          # row-aligned outlier scores and ranks
+DUPLICATES_TABLE = "analysis/duplicates.parquet"      # one row per duplicate pair
+CONFUSION_JSON = "analysis/confusion.json"
+SUMMARY_JSON = "analysis/summary.json"
+MAPS_INDEX = "analysis/maps.json"                     # the stored 2-D maps, each under MAPS_DIR
+MAPS_DIR = "analysis/maps"
+
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.analysis import analyze  # noqa: E402
 from pipeline.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from pipeline.runs import open_run  # noqa: E402
+from pipeline.runs import SUBCLASSES_JSON, open_run  # noqa: E402
 from pipeline.sources import load_source  # noqa: E402
 from pipeline.train import train  # noqa: E402
 
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     res = analyze(out, maps=())
     run = open_run(out)
     print(f"trained and analysed in {time.time() - t0:.0f} s; test kNN {run.metrics()['test']['knn_accuracy']:.3f}")
-    js = run.json("analysis/subclasses.json")
+    js = run.json(SUBCLASSES_JSON)
     images = run.array("images.npy")
     img_dir = Path(a.img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)

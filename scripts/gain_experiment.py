@@ -36,6 +36,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.runs import MISLABELS_TABLE  # noqa: E402
+
 
 def build_manifest(fer: Path, work: Path, n_train: int, n_val: int, n_test: int, seed: int) -> Path:
     from pipeline.sources import ferplus as F
@@ -112,10 +114,10 @@ def main() -> int:
     base = work / "base"
     if not complete(base):
         pipeline("train", *recipe, "--out", base, *(["--resume"] if (base / "manifest.json").exists() else []))
-    if not (base / "analysis" / "mislabels.parquet").is_file():
+    if not (base / MISLABELS_TABLE).is_file():
         pipeline("analyze", "--maps", "none", base)
     items = pd.read_parquet(base / "items.parquet")
-    mis = pd.read_parquet(base / "analysis" / "mislabels.parquet")
+    mis = pd.read_parquet(base / MISLABELS_TABLE)
     train_rows = np.flatnonzero(items["split"].to_numpy() == "train")
     wrong = (items["label_name"].astype(str) != items["gt_label"].astype(str)).to_numpy()
     ranked = train_rows[np.argsort(mis["rank"].to_numpy()[train_rows], kind="stable")]

@@ -65,7 +65,7 @@ def main() -> int:
     from pipeline import quality as Q
     from pipeline.analysis import analyze
     from pipeline.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from pipeline.runs import open_run, write_json
+    from pipeline.runs import OUTLIERS_TABLE, open_run, write_json
     from pipeline.sources import Dataset, load_source
     from pipeline.train import train
 
@@ -98,7 +98,7 @@ def main() -> int:
     cfg = RunConfig(data=DataConfig(spec=f"synthetic:{a.n}"), model=ModelConfig(backbone="light"),
                     train=TrainConfig(epochs=a.epochs, per_class=16, seed=a.seed, device="cpu"))
     out = a.work / "run"
-    if not (out / "analysis" / "outliers.parquet").is_file():
+    if not (out / OUTLIERS_TABLE).is_file():
         if out.exists():
             import shutil
             shutil.rmtree(out)
@@ -107,7 +107,7 @@ def main() -> int:
     run = open_run(out)
     items = run.items()
     truth = items["gt_outlier"].to_numpy(bool)
-    ours = run.table("analysis/outliers.parquet")["outlier_score"].to_numpy()
+    ours = run.table(OUTLIERS_TABLE)["outlier_score"].to_numpy()
     pix = Q.outlier_scores(Q._standardised(np.asarray(run.images()), 16))
     post = 1 - items["posterior_pred"].to_numpy()
     res = {"images": len(items), "injected": int(truth.sum()), "kinds": sorted(set(kinds)), "epochs": a.epochs,

@@ -5,6 +5,7 @@ import streamlit as st
 
 from explorer import data, figures, widgets
 from explorer.widgets import State, md, run_guard
+from pipeline.runs import CONFUSION_JSON
 
 path = widgets.current_run()
 widgets.require_analysis(path)
@@ -16,7 +17,7 @@ with run_guard():
     cells = conf.get("cells") or {}
     C = len(classes)
     if matrix.shape != (C, C):
-        st.error(f"analysis/confusion.json: matrix is {list(matrix.shape)}, expected [{C}, {C}]")
+        st.error(f"{CONFUSION_JSON}: matrix is {list(matrix.shape)}, expected [{C}, {C}]")
         st.stop()
 
 st.title("Confusion")

@@ -5,6 +5,7 @@ import streamlit as st
 
 from explorer import data, queue, review, settings, widgets
 from explorer.widgets import State, md, run_guard
+from pipeline.runs import MISLABELS_TABLE
 
 path = widgets.current_run()
 widgets.require_analysis(path)
@@ -18,7 +19,7 @@ with run_guard():
     store = widgets.store(path)
     decided = store.decision_map()
     if mis is None or len(mis) != int(cols["n"]):
-        st.error("analysis/mislabels.parquet does not match items.parquet; re-run `pipeline analyze`.")
+        st.error(f"{MISLABELS_TABLE} does not match items.parquet; re-run `pipeline analyze`.")
         st.stop()
 
 st.title("Mislabel candidates")

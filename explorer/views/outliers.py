@@ -5,6 +5,7 @@ import streamlit as st
 
 from explorer import data, settings, widgets
 from explorer.widgets import md, run_guard
+from pipeline.runs import DUPLICATES_TABLE, OUTLIERS_TABLE
 
 path = widgets.current_run()
 widgets.require_analysis(path)
@@ -14,14 +15,14 @@ with run_guard():
     th = data.thumbs(path)
     store = widgets.store(path)
     decided = store.decision_map()
-    out = data.analysis_table(path, "outliers")
-    dup = data.analysis_table(path, "duplicates")
+    out = data.analysis_table(path, OUTLIERS_TABLE)
+    dup = data.analysis_table(path, DUPLICATES_TABLE)
 if out is None:
     st.info("This run was analysed before outliers and duplicates were; analyse it again to see them.")
     widgets.analyze_button(path)
     st.stop()
 if len(out) != int(cols["n"]):
-    st.error("analysis/outliers.parquet does not match items.parquet; re-run `pipeline analyze`.")
+    st.error(f"{OUTLIERS_TABLE} does not match items.parquet; re-run `pipeline analyze`.")
     st.stop()
 ids = cols["id"]
 
