@@ -38,7 +38,8 @@ def build_run(path: Path, n: int, *, seed: int = 0, image_size: int = 8):
     import pandas as pd
 
     from pipeline.config import RunConfig
-    from pipeline.runs import STATUS_COMPLETE, create_run
+    from pipeline.runs import (CLASS_MEANS_ARRAY, EMBEDDINGS_ARRAY, IMAGES_ARRAY, ITEMS_TABLE, METRICS_JSON, STATUS_COMPLETE,
+                               create_run)
 
     z, y = gaussian_mixture(n, seed=seed)
     rng = np.random.default_rng(seed + 1)
@@ -47,12 +48,12 @@ def build_run(path: Path, n: int, *, seed: int = 0, image_size: int = 8):
     tr = split == "train"
     means = np.stack([z[tr & (y == c)].mean(0) for c in range(len(CLASSES))]).astype(np.float32)
     run = create_run(Path(path), config=RunConfig().to_dict(), classes=list(CLASSES))
-    run.put_array("images.npy", np.zeros((n, image_size, image_size), np.uint8))
-    run.put_array("embeddings.npy", z)
-    run.put_array("class_means.npy", means)
-    run.put_table("items.parquet", pd.DataFrame({
+    run.put_array(IMAGES_ARRAY, np.zeros((n, image_size, image_size), np.uint8))
+    run.put_array(EMBEDDINGS_ARRAY, z)
+    run.put_array(CLASS_MEANS_ARRAY, means)
+    run.put_table(ITEMS_TABLE, pd.DataFrame({
         "label": y, "label_name": np.asarray(CLASSES, dtype=object)[y], "split": split,
         "pred": pred.astype(np.int64), "pred_name": np.asarray(CLASSES, dtype=object)[pred]}))
-    run.put_json("metrics.json", {})
+    run.put_json(METRICS_JSON, {})
     run.save_manifest(status=STATUS_COMPLETE, message="synthetic run for python -m bench")
     return run

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pipeline.runs import (CLASS_IMAGES, CONFUSION_JSON, MANIFEST, MAPS_INDEX, MISLABELS_TABLE, PROGRESS, STATUS_COMPLETE,
-                           SUBCLASS_IMAGES, SUBCLASSES_JSON, SUBCLASSES_TABLE, SUMMARY_JSON, Run, RunError, list_runs,
-                           open_run, read_jsonl)
+from pipeline.runs import (CLASS_IMAGES, CLASS_MEANS_ARRAY, CONFUSION_JSON, EMBEDDINGS_ARRAY, ITEMS_TABLE, MANIFEST,
+                           MAPS_INDEX, METRICS_JSON, MISLABELS_TABLE, PROGRESS, STATUS_COMPLETE, SUBCLASSES_JSON,
+                           SUBCLASSES_TABLE, SUBCLASS_IMAGES, SUMMARY_JSON, Run, RunError, list_runs, open_run,
+                           read_jsonl)
 
 from . import figures
 
@@ -143,7 +144,7 @@ def _optional_json(path: str | Path, name: str):
 
 
 def metrics(path: str | Path) -> dict:
-    return _optional_json(path, "metrics.json") or {}
+    return _optional_json(path, METRICS_JSON) or {}
 
 
 def subclasses(path: str | Path) -> dict | None:
@@ -293,7 +294,7 @@ def _progress(p: str, mtime: int, size: int) -> list[dict]:
 def _map_xy(path: str, stamp_: int, file: str) -> np.ndarray:
     r = _run(path, stamp_)
     xy = np.asarray(r.array(file), dtype=np.float32)
-    n = len(r.items()) if "items.parquet" in r.artifacts else xy.shape[0]
+    n = len(r.items()) if ITEMS_TABLE in r.artifacts else xy.shape[0]
     if xy.ndim != 2 or xy.shape != (n, 2):
         raise RunError(f"{Path(path) / file}: map has shape {list(xy.shape)}, expected [{n}, 2]")
     # three significant decimals of the map's extent are plenty on screen
@@ -368,12 +369,12 @@ def _queue_order(path: str, stamp_: int) -> QueueOrder:
 
     r = _run(path, stamp_)
     m = _table(path, stamp_, MISLABELS_TABLE)
-    w = float(((_optional_json(path, "metrics.json") or {}).get("mislabels") or {}).get("posterior_weight", 0.1))
+    w = float(((_optional_json(path, METRICS_JSON) or {}).get("mislabels") or {}).get("posterior_weight", 0.1))
     score = queue.display_scores(m["score"].to_numpy(), w)
     tie, how = None, "row order"
-    if r.has("class_means.npy") and r.has("embeddings.npy") and "suggested" in m:
+    if r.has(CLASS_MEANS_ARRAY) and r.has(EMBEDDINGS_ARRAY) and "suggested" in m:
         labels = _items(path, stamp_)["label"].to_numpy()
-        tie = queue.margins(r.embeddings(), labels, m["suggested"].to_numpy(), r.array("class_means.npy"))
+        tie = queue.margins(r.embeddings(), labels, m["suggested"].to_numpy(), r.array(CLASS_MEANS_ARRAY))
         how = "how much nearer the image lies to the suggested class's mean than to its own"
     lw = queue.likely_wrong(m["knn_disagree"].to_numpy(), m["p_given_oos"].to_numpy()) \
         if {"knn_disagree", "p_given_oos"} <= set(m.columns) else score > 0.5
@@ -448,7 +449,7 @@ def _colour_options(path: str, stamp_: int) -> dict[str, str]:
     import pyarrow.parquet as pq
 
     r = _run(path, stamp_)
-    cols = pq.read_schema(r.file("items.parquet")).names  # the schema only, not the table
+    cols = pq.read_schema(r.file(ITEMS_TABLE)).names  # the schema only, not the table
     opts = {"label": "Given label"}
     if r.has(SUBCLASSES_TABLE):
         opts["subclass"] = "Sub-class"

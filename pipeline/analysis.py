@@ -26,8 +26,9 @@ from . import mislabels as mis
 from .config import RunConfig
 from .metrics import class_means, gaussian_posterior
 from .progress import StageWriter, analysis_stages
-from .runs import (CLASS_IMAGES, CONFUSION_JSON, MISLABELS_TABLE, PROGRESS, SUBCLASS_IMAGES, SUBCLASS_MEANS, SUBCLASSES_JSON,
-                   SUBCLASSES_TABLE, SUMMARY_JSON, Run, open_run)
+from .runs import (CLASS_IMAGES, CLASS_MEANS_ARRAY, CONFUSION_JSON, CROSSFIT_POSTERIOR, CROSSFIT_VOTES, FEATURES_ARRAY,
+                   IMAGES_ARRAY, METRICS_JSON, MISLABELS_TABLE, PROGRESS, SUBCLASSES_JSON, SUBCLASSES_TABLE,
+                   SUBCLASS_IMAGES, SUBCLASS_MEANS, SUMMARY_JSON, Run, open_run)
 
 __all__ = ["analyze", "confusion", "album_summary", "subclass_scores", "mislabel_scores", "group_recovery",
            "recovery_scores", "RECOVERY_FACTORS",
@@ -450,7 +451,7 @@ def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], 
     z = np.asarray(run.embeddings(), dtype=np.float32)
     labels = items["label"].to_numpy(np.int64)
     train = (items["split"] == "train").to_numpy()
-    cm = np.asarray(run.array("class_means.npy"), dtype=np.float64) if run.has("class_means.npy") else None
+    cm = np.asarray(run.array(CLASS_MEANS_ARRAY), dtype=np.float64) if run.has(CLASS_MEANS_ARRAY) else None
     if cm is not None and cm.shape != (len(classes), z.shape[1]):
         cm = None
     vote_cols = [f"vote_{c}" for c in classes]
@@ -470,7 +471,7 @@ def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], 
     if hierarchy_mode == "dgms" and stored is None:
         raise ValueError(f"{run.path}: no Algorithm 2 sub-classes stored (train with --levels > 1)")
     means = cm if cm is not None else class_means(z[train], labels[train], len(classes))
-    fb = np.asarray(run.array("features.npy"), dtype=np.float32) if run.has("features.npy") else None
+    fb = np.asarray(run.array(FEATURES_ARRAY), dtype=np.float32) if run.has(FEATURES_ARRAY) else None
     if fb is not None and fb.shape[0] != z.shape[0]:
         fb = None
     facets = image_facets(z, labels, fit_mask=train, max_components=max_components,
@@ -495,7 +496,7 @@ def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], 
     write_hierarchy(run, facets, save=False,
                     extra=card_facts(z, post, facets, labels, classes))
     K_all = sum(f.hierarchy.n_subclasses for f in facets)
-    images = run.array("images.npy") if run.has("images.npy") else None
+    images = run.array(IMAGES_ARRAY) if run.has(IMAGES_ARRAY) else None
     if images is not None:
         class_imgs, *facet_imgs = mean_images_many(
             images, [(labels, len(classes))] + [(f.hierarchy.labels, f.hierarchy.n_subclasses) for f in facets])
@@ -514,8 +515,8 @@ def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], 
     t0 = time.perf_counter()
     ev_loo = mis.oos_evidence(z, labels, train_mask=train, class_means=cm, k=knn_k, sigma=sigma,
                               n_classes=len(classes), seed=seed)
-    crossfit = run.has("crossfit_posterior.npy") and run.has("crossfit_votes.npy")
-    ev_cf = mis.evidence_from_arrays(run.array("crossfit_posterior.npy"), run.array("crossfit_votes.npy")) \
+    crossfit = run.has(CROSSFIT_POSTERIOR) and run.has(CROSSFIT_VOTES)
+    ev_cf = mis.evidence_from_arrays(run.array(CROSSFIT_POSTERIOR), run.array(CROSSFIT_VOTES)) \
         if crossfit else None
     # Cross-fit evidence comes from embeddings that never saw the image's label, but from models
     # trained on (K-1)/K of the data; pooled with leave-one-out on the full model. 9k FER+ images,
@@ -605,7 +606,7 @@ def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], 
     metrics["subclass"] = sub_metrics
     metrics["mislabels"] = mis_metrics
     metrics["quality"] = quality
-    run.put_json("metrics.json", metrics)
+    run.put_json(METRICS_JSON, metrics)
     run.save_manifest()
 
     # -- maps last: the slow part, and each is saved as soon as it exists

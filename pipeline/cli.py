@@ -239,7 +239,7 @@ def _cmd_similar(a) -> int:
 
 
 def _cmd_runs(a) -> int:
-    from .runs import list_runs
+    from .runs import METRICS_JSON, list_runs
 
     rows = list_runs(Path(a.root))
     if not rows:
@@ -252,7 +252,7 @@ def _cmd_runs(a) -> int:
             continue
         m = {}
         try:
-            m = run.metrics().get("test", {}) if run.has("metrics.json") else {}
+            m = run.metrics().get("test", {}) if run.has(METRICS_JSON) else {}
         except Exception:
             pass
         acc = f"{100 * m['knn_accuracy']:.1f}" if "knn_accuracy" in m else "-"

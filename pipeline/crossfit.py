@@ -9,7 +9,7 @@ import numpy as np
 
 from . import metrics as M
 from .config import RunConfig
-from .runs import MANIFEST, Run, RunError, open_run
+from .runs import CLASS_MEANS_ARRAY, CROSSFIT_POSTERIOR, CROSSFIT_VOTES, MANIFEST, Run, RunError, open_run
 from .sources import Dataset
 from .trainer import Trainer, say
 
@@ -62,7 +62,7 @@ def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progr
             resume = (out / MANIFEST).exists()
             fr = Trainer(fold_cfg, out, resume=resume, quiet=True, progress_bar=progress_bar, dataset=sub).run()
         z = np.asarray(fr.embeddings())
-        mu = np.asarray(fr.array("class_means.npy"))
+        mu = np.asarray(fr.array(CLASS_MEANS_ARRAY))
         nf = len(fit) + len(fval)       # judged rows follow the fold's train and val rows
         p = M.gaussian_posterior(z[nf:], mu, sigma=cfg.loss.sigma)
         v = M.knn_votes(z[:len(fit)], y[fit], z[nf:], k=cfg.train.knn_k, num_classes=C) * cfg.train.knn_k
@@ -71,6 +71,6 @@ def crossfit(run: Run, ds: Dataset, cfg: RunConfig, *, quiet: bool = True, progr
         votes[held] = v[:nh]
         post[other_rows] += p[nh:] / K
         votes[other_rows] += v[nh:] / K
-    run.put_array("crossfit_posterior.npy", post.astype(np.float32))
-    run.put_array("crossfit_votes.npy", votes.astype(np.float32))
+    run.put_array(CROSSFIT_POSTERIOR, post.astype(np.float32))
+    run.put_array(CROSSFIT_VOTES, votes.astype(np.float32))
     run.save_manifest()

@@ -9,7 +9,7 @@ import numpy as np
 from . import metrics as M
 from .embed import embed_images, pick_device
 from .outputs import classifier_predict
-from .runs import Run, load_torch, open_run
+from .runs import CLASS_MEANS_ARRAY, METRICS_JSON, Run, load_torch, open_run
 from .sources import DataError, load_source
 from .sources.base import match_classes
 
@@ -44,7 +44,7 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
     split = items["split"].to_numpy()
     tr = split == "train"
     C = len(run.classes)
-    mu = np.asarray(run.array("class_means.npy"))
+    mu = np.asarray(run.array(CLASS_MEANS_ARRAY))
     head = _checkpoint_head(run) if cfg.loss.name == "softmax" else None
     if data_spec is None:
         out = {}
@@ -83,6 +83,6 @@ def evaluate(run_path: Path | str, *, data_spec: str | None = None, device: str 
         out = {f"cross:{data_spec}": res}
     metrics = run.metrics()
     metrics.update(out)
-    run.put_json("metrics.json", metrics)
+    run.put_json(METRICS_JSON, metrics)
     run.save_manifest()
     return out

@@ -123,18 +123,19 @@ def select_and_report(z: np.ndarray, labels: np.ndarray, split: np.ndarray, trut
 def for_run(run, *, seed: int = 0, **kw) -> dict:
     """:func:`select_and_report` on a stored run (``gt_mislabeled`` or ``gt_flipped`` as truth)."""
     from .analysis import MISLABEL_TRUTH, _as_bool
+    from .runs import CLASS_MEANS_ARRAY, CROSSFIT_POSTERIOR, CROSSFIT_VOTES
 
     items = run.items()
     col = next((c for c in MISLABEL_TRUTH if c in items.columns), None)
     if col is None:
         raise ValueError(f"{run.path}: no ground-truth column ({' or '.join(MISLABEL_TRUTH)}) to score a ranking against")
-    cf = (np.asarray(run.array("crossfit_posterior.npy")), np.asarray(run.array("crossfit_votes.npy"))) \
-        if run.has("crossfit_posterior.npy") and run.has("crossfit_votes.npy") else None
+    cf = (np.asarray(run.array(CROSSFIT_POSTERIOR)), np.asarray(run.array(CROSSFIT_VOTES))) \
+        if run.has(CROSSFIT_POSTERIOR) and run.has(CROSSFIT_VOTES) else None
     cfg = run.config
     sigma = float((cfg.get("loss") or {}).get("sigma", 0.5)) if isinstance(cfg, dict) else float(cfg.loss.sigma)
     out = select_and_report(np.asarray(run.embeddings()), items["label"].to_numpy(), items["split"].to_numpy(),
                             _as_bool(items[col]), n_classes=len(run.classes),
-                            class_means=np.asarray(run.array("class_means.npy")), sigma=sigma, crossfit=cf,
+                            class_means=np.asarray(run.array(CLASS_MEANS_ARRAY)), sigma=sigma, crossfit=cf,
                             seed=seed, **kw)
     out["truth"] = col
     return out

@@ -10,7 +10,7 @@ from .config import RunConfig
 from .distributed import NullRun, embed_sharded
 from .embed import backbone_features
 from .errors import TrainingError
-from .runs import Run
+from .runs import CLASS_MEANS_ARRAY, EMBEDDINGS_ARRAY, FEATURES_ARRAY, IMAGES_ARRAY, ITEMS_TABLE, METRICS_JSON, Run
 from .sources import Dataset
 
 
@@ -70,14 +70,14 @@ def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig,
         cls_pred = classifier_predict(z, *head)
         for s in metrics:
             metrics[s]["classifier_accuracy"] = float((cls_pred[split == s] == y[split == s]).mean())
-    run.put_array("images.npy", ds.images)
-    run.put_array("embeddings.npy", z)
+    run.put_array(IMAGES_ARRAY, ds.images)
+    run.put_array(EMBEDDINGS_ARRAY, z)
     # the backbone's pooled feature maps: what analyze finds sub-classes on (pipeline.embed)
-    run.put_array("features.npy", backbone_features(model, ds.images, fit_rows=np.flatnonzero(tr), device=dev,
+    run.put_array(FEATURES_ARRAY, backbone_features(model, ds.images, fit_rows=np.flatnonzero(tr), device=dev,
                                                     seed=cfg.train.seed))
-    run.put_array("class_means.npy", mu)
-    run.put_table("items.parquet", items)
-    old = run.json("metrics.json") if run.has("metrics.json") else {}
+    run.put_array(CLASS_MEANS_ARRAY, mu)
+    run.put_table(ITEMS_TABLE, items)
+    old = run.json(METRICS_JSON) if run.has(METRICS_JSON) else {}
     old.update(metrics)
-    run.put_json("metrics.json", old)
+    run.put_json(METRICS_JSON, old)
     return metrics

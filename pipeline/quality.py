@@ -23,7 +23,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from .runs import DUPLICATES_TABLE, OUTLIERS_TABLE
+from .runs import DUPLICATES_TABLE, IMAGES_ARRAY, OUTLIERS_TABLE
 
 MIN_CORR = 0.95          # pixel correlation that makes two images near duplicates (RESULTS.md)
 NEAR_K = 5               # neighbours per image searched for near duplicates, in each space
@@ -237,7 +237,7 @@ def write_quality(run, items: pd.DataFrame, z: np.ndarray, *, ground_truth: bool
     section of metrics.json: duplicate counts, and the outlier ranking scored against a
     ``gt_outlier`` column when the items have one."""
     split = items["split"].to_numpy()
-    images = np.asarray(run.images()) if run.has("images.npy") else None
+    images = np.asarray(run.images()) if run.has(IMAGES_ARRAY) else None
     post = items["posterior_pred"].to_numpy(np.float64) if "posterior_pred" in items.columns else None
     score, parts = combined_outlier_scores(z, images, post)
     rank = np.empty(len(score), np.int64)

@@ -37,6 +37,16 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 PROGRESS = "progress.jsonl"       # written through pipeline.progress
 
+# what ``pipeline train`` writes into a run (RUN_FORMAT.md)
+ITEMS_TABLE = "items.parquet"                         # one row per image
+IMAGES_ARRAY = "images.npy"                           # (N, S, S) uint8
+EMBEDDINGS_ARRAY = "embeddings.npy"                   # (N, D) float32
+FEATURES_ARRAY = "features.npy"                       # the backbone's pooled feature maps
+CLASS_MEANS_ARRAY = "class_means.npy"                 # (C, D) float32
+METRICS_JSON = "metrics.json"
+CROSSFIT_POSTERIOR = "crossfit_posterior.npy"         # (N, C), train --crossfit K
+CROSSFIT_VOTES = "crossfit_votes.npy"                 # (N, C), train --crossfit K
+
 # what ``pipeline analyze`` writes into a run (RUN_FORMAT.md); the writers and the explorer name them by these
 SUBCLASSES_JSON = "analysis/subclasses.json"          # the sub-class hierarchy, its facets and entries
 SUBCLASSES_TABLE = "analysis/subclasses.parquet"      # row-aligned: each image's sub-class per facet
@@ -263,7 +273,7 @@ class Run:
             raise RunError(f"{p}: shape {list(arr.shape)} but {MANIFEST} says {want}")
         return arr
 
-    def table(self, name: str = "items.parquet") -> pd.DataFrame:
+    def table(self, name: str = ITEMS_TABLE) -> pd.DataFrame:
         p = self.file(name)
         try:
             with open(p, "rb") as fh:          # pyarrow reads the footer only: an empty table with a
@@ -289,16 +299,16 @@ class Run:
             raise RunError(f"{p}: unreadable JSON ({type(exc).__name__})") from None
 
     def items(self) -> pd.DataFrame:
-        return self.table("items.parquet")
+        return self.table(ITEMS_TABLE)
 
     def embeddings(self) -> np.ndarray:
-        return self.array("embeddings.npy")
+        return self.array(EMBEDDINGS_ARRAY)
 
     def images(self) -> np.ndarray:
-        return self.array("images.npy")
+        return self.array(IMAGES_ARRAY)
 
     def metrics(self) -> dict:
-        return self.json("metrics.json") if self.has("metrics.json") else {}
+        return self.json(METRICS_JSON) if self.has(METRICS_JSON) else {}
 
     def progress(self) -> list[dict]:
         return read_jsonl(self.path / PROGRESS)

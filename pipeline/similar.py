@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .neighbours import exact_knn
-from .runs import Run, open_run
+from .runs import IMAGES_ARRAY, Run, open_run
 
 __all__ = ["build_index", "query", "SimilarIndex", "similar", "to_image"]
 
@@ -63,8 +63,8 @@ class SimilarIndex:
 
     @property
     def image_size(self) -> int:
-        if self.run.has("images.npy"):
-            return int(self.run.array("images.npy").shape[-1])
+        if self.run.has(IMAGES_ARRAY):
+            return int(self.run.array(IMAGES_ARRAY).shape[-1])
         return int(self.run.config.data.image_size)
 
     def embed(self, images_u8: np.ndarray) -> np.ndarray:

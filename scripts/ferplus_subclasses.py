@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.analysis import analyze  # noqa: E402
 from pipeline.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from pipeline.runs import SUBCLASSES_JSON, open_run  # noqa: E402
+from pipeline.runs import IMAGES_ARRAY, METRICS_JSON, SUBCLASSES_JSON, open_run  # noqa: E402
 from pipeline.sources import load_source  # noqa: E402
 from pipeline.train import train  # noqa: E402
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.run_dir)
     t0 = time.time()
-    if not (out / "metrics.json").exists():
+    if not (out / METRICS_JSON).exists():
         ds = load_source(f"ferplus:{a.fer_dir}", DataConfig())
         split = ds.table["split"].to_numpy()
         rng = np.random.default_rng(a.seed)
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     run = open_run(out)
     print(f"trained and analysed in {time.time() - t0:.0f} s; test kNN {run.metrics()['test']['knn_accuracy']:.3f}")
     js = run.json(SUBCLASSES_JSON)
-    images = run.array("images.npy")
+    images = run.array(IMAGES_ARRAY)
     img_dir = Path(a.img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
     for f in js["facets"]:

@@ -36,7 +36,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.runs import MISLABELS_TABLE  # noqa: E402
+from pipeline.runs import ITEMS_TABLE, METRICS_JSON, MISLABELS_TABLE  # noqa: E402
 
 
 def build_manifest(fer: Path, work: Path, n_train: int, n_val: int, n_test: int, seed: int) -> Path:
@@ -85,7 +85,7 @@ def complete(run: Path) -> bool:
 
 
 def scores(run: Path) -> dict:
-    m = json.loads((run / "metrics.json").read_text())["test"]
+    m = json.loads((run / METRICS_JSON).read_text())["test"]
     man = json.loads((run / "manifest.json").read_text())
     return {"knn_accuracy": m["knn_accuracy"], "posterior_accuracy": m.get("posterior_accuracy"),
             "wall_s": man.get("wall_s")}
@@ -116,7 +116,7 @@ def main() -> int:
         pipeline("train", *recipe, "--out", base, *(["--resume"] if (base / "manifest.json").exists() else []))
     if not (base / MISLABELS_TABLE).is_file():
         pipeline("analyze", "--maps", "none", base)
-    items = pd.read_parquet(base / "items.parquet")
+    items = pd.read_parquet(base / ITEMS_TABLE)
     mis = pd.read_parquet(base / MISLABELS_TABLE)
     train_rows = np.flatnonzero(items["split"].to_numpy() == "train")
     wrong = (items["label_name"].astype(str) != items["gt_label"].astype(str)).to_numpy()
