@@ -146,19 +146,16 @@ class ReviewStore:
                 time.sleep(rng.uniform(0.005, 0.05))
         self._ready = True
 
-    def _create_schema(self) -> None:
+    @contextmanager
+    def _immediate(self, *pragmas: str) -> Iterator[sqlite3.Connection]:
+        """A connection in one BEGIN IMMEDIATE transaction: committed when the block ends, rolled
+        back when it raises (a killed or failing writer leaves nothing half-written)."""
         conn = self._connect()
         try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
+            for pragma in pragmas:
+                conn.execute(pragma)
             conn.execute("BEGIN IMMEDIATE")
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
-            cols = {r[1] for r in conn.execute("PRAGMA table_info(subclass_names)")}
-            if "anchor" not in cols:  # databases written before names were anchored
-                conn.execute("ALTER TABLE subclass_names ADD COLUMN anchor TEXT")
-            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            yield conn
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -166,6 +163,23 @@ class ReviewStore:
             raise
         finally:
             conn.close()
+
+    def _create_schema(self) -> None:
+        conn = self._connect()
+        try:
+            wal = conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+            if not wal:
+                conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            conn.close()
+        with self._immediate() as conn:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(subclass_names)")}
+            if "anchor" not in cols:  # databases written before names were anchored
+                conn.execute("ALTER TABLE subclass_names ADD COLUMN anchor TEXT")
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _action(self, action: str, payload: dict) -> Iterator[sqlite3.Cursor]:
@@ -174,24 +188,11 @@ class ReviewStore:
             # schema creation too: sixteen sessions' first actions on a new database all switching
             # it to WAL at once got an immediate "database is locked" (no busy wait for that)
             self._ensure()
-            yield from self._transaction(action, payload)
-
-    def _transaction(self, action: str, payload: dict) -> Iterator[sqlite3.Cursor]:
-        conn = self._connect()
-        try:
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("BEGIN IMMEDIATE")
-            cur = conn.cursor()
-            yield cur
-            cur.execute("INSERT INTO log(time, action, payload) VALUES (?, ?, ?)",
-                        (time.time(), action, json.dumps(payload, ensure_ascii=False, sort_keys=True)))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+            with self._immediate("PRAGMA synchronous = FULL") as conn:
+                cur = conn.cursor()
+                yield cur
+                cur.execute("INSERT INTO log(time, action, payload) VALUES (?, ?, ?)",
+                            (time.time(), action, json.dumps(payload, ensure_ascii=False, sort_keys=True)))
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         if not self.path.exists():
