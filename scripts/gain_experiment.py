@@ -150,7 +150,12 @@ def main() -> int:
 
 
 def plot(info: dict, path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"--plot {path}: matplotlib is not installed (pip install matplotlib); the JSON has every figure",
+              file=sys.stderr)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
