@@ -11,27 +11,17 @@ from __future__ import annotations
 
 import re
 
-from .base import DataError, Dataset
-from .folder import IMAGE_EXTS, build_dataset, list_images, open_dir, subject_split
-from .jaffe import CLASSES, CODES  # the same seven expressions, coded the same way
+from .base import Dataset
+from .folder import build_dataset, open_dir, subject_split
+from .jaffe import CLASSES, coded_images  # the same seven expressions, coded the same way
 
 NAME = re.compile(r"^([FM]\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_F2D\.[A-Za-z]+$", re.IGNORECASE)
 
 
 def load(arg: str, cfg) -> Dataset:
     root = open_dir(arg, cfg, source="bu3dfe")
-    rows = []
-    for f in list_images(root):
-        m = NAME.match(f.name)
-        if not m:
-            continue
-        code = m.group(2).upper()
-        if code not in CODES:
-            raise DataError(f"{f}: expression code {code!r} is not one of {', '.join(CODES)}")
-        rows.append((f, m.group(1).upper(), CODES[code], int(m.group(3)), m.group(4).upper()))
-    if not rows:
-        raise DataError(f"{root}: no BU-3DFE images found (names like F0001_AN01WH_F2D.bmp, "
-                        f"extensions {', '.join(sorted(e[1:] for e in IMAGE_EXTS))})")
+    rows = [(f, m.group(1).upper(), c, int(m.group(3)), m.group(4).upper())
+            for f, m, c in coded_images(root, NAME, what="BU-3DFE", example="F0001_AN01WH_F2D.bmp")]
     split_of = subject_split(r[1] for r in rows)
     index = {c: i for i, c in enumerate(CLASSES)}
     return build_dataset(source="bu3dfe", name=f"bu3dfe:{root}", cfg=cfg,

@@ -9,6 +9,7 @@ kept as ``gt_subject``.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from .base import FERPLUS_CLASSES, DataError, Dataset
 from .folder import IMAGE_EXTS, build_dataset, list_images, open_dir, subject_split
@@ -19,20 +20,28 @@ CODES = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "NE": 
 NAME = re.compile(r"^([A-Za-z]{2,3})\.([A-Za-z]{2})(\d*)\.(\d+)\.[A-Za-z]+$")
 
 
-def load(arg: str, cfg) -> Dataset:
-    root = open_dir(arg, cfg, source="jaffe")
-    rows = []
+def coded_images(root: Path, name: re.Pattern, *, what: str, example: str) -> list[tuple[Path, re.Match, str]]:
+    """(file, name match, class) for every image under ``root`` whose name ``name`` matches, group 2
+    holding the expression code (JAFFE's and BU-3DFE's naming). Other files are ignored; a matching
+    name with an unknown code, or no matching image at all, is a one-line :class:`DataError`."""
+    out = []
     for f in list_images(root):
-        m = NAME.match(f.name)
+        m = name.match(f.name)
         if not m:
             continue
         code = m.group(2).upper()
         if code not in CODES:
             raise DataError(f"{f}: expression code {code!r} is not one of {', '.join(CODES)}")
-        rows.append((f, m.group(1).upper(), CODES[code]))
-    if not rows:
-        raise DataError(f"{root}: no JAFFE images found (names like KA.AN1.39.tiff, "
+        out.append((f, m, CODES[code]))
+    if not out:
+        raise DataError(f"{root}: no {what} images found (names like {example}, "
                         f"extensions {', '.join(sorted(e[1:] for e in IMAGE_EXTS))})")
+    return out
+
+
+def load(arg: str, cfg) -> Dataset:
+    root = open_dir(arg, cfg, source="jaffe")
+    rows = [(f, m.group(1).upper(), c) for f, m, c in coded_images(root, NAME, what="JAFFE", example="KA.AN1.39.tiff")]
     split_of = subject_split(s for _, s, _ in rows)
     index = {c: i for i, c in enumerate(CLASSES)}
     return build_dataset(source="jaffe", name=f"jaffe:{root}", cfg=cfg,
