@@ -11,7 +11,7 @@ from pathlib import Path
 from pipeline.config import (BACKBONES, LOSSES, ConfigError, DataConfig, HierarchyConfig, LossConfig, RunConfig,
                              TrainConfig, recipe)
 from pipeline.errors import one_line
-from pipeline.runs import MANIFEST, STATUS_COMPLETE, STATUS_RUNNING, TRASH, RunError, new_run_dir, open_run
+from pipeline.runs import MANIFEST, PROGRESS, STATUS_COMPLETE, STATUS_RUNNING, TRASH, RunError, new_run_dir, open_run
 from pipeline.sources import DataError, parse_spec
 from pipeline.sources.discover import spec_paths
 
@@ -220,7 +220,7 @@ def resume_argv(run_dir: Path, *, now: float | None = None) -> list[str]:
 
 def _last_write(run_dir: Path) -> float:
     t = 0.0
-    for name in (MANIFEST, "progress.jsonl"):
+    for name in (MANIFEST, PROGRESS):
         try:
             t = max(t, (run_dir / name).stat().st_mtime)
         except OSError:

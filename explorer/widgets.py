@@ -22,7 +22,7 @@ from pipeline import progress
 from pipeline.errors import one_line
 from pipeline.config import LOSSES, MAX_EPOCHS, MAX_LEVELS, LossConfig, is_synthetic
 from pipeline.sources.discover import discover
-from pipeline.runs import RunError
+from pipeline.runs import MANIFEST, RunError
 
 from . import data, jobs, review, settings
 from . import train_form as train_form_
@@ -537,7 +537,7 @@ def _job_body(compact: bool) -> None:
         if job.state == "done":
             if not compact:
                 st.success(md(f"Last job finished: {job.title or Path(job.run_dir).name}"))
-            if State.run_path() != str(job.run_dir) and Path(job.run_dir, "manifest.json").exists():
+            if State.run_path() != str(job.run_dir) and Path(job.run_dir, MANIFEST).exists():
                 if st.button(md(f"Open run {Path(job.run_dir).name}"), key=f"open_job_run_{'c' if compact else 'f'}",
                              icon=":material/open_in_new:"):
                     State.set_run_path(str(job.run_dir))

@@ -162,8 +162,10 @@ def _cmd_train(a) -> int:
         if not a.parent and Path(a.labels_from).is_file():
             a.parent = parent_of(a.labels_from)
         if a.parent:
+            from .runs import MANIFEST
+
             a.parent = str(Path(a.parent).expanduser().resolve())
-            if not (Path(a.parent) / "manifest.json").is_file():
+            if not (Path(a.parent) / MANIFEST).is_file():
                 raise ValueError(f"--parent {a.parent}: not a run directory")
     elif getattr(a, "parent", None):
         raise ValueError("--parent goes with --labels-from")

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .runs import MANIFEST
 from .sources import Dataset, DataError
 
 KINDS = ("relabel", "drop", "keep")
@@ -282,6 +283,6 @@ def _say(c: Correction) -> str:
 def parent_of(path: str | Path) -> str | None:
     """The run a review database belongs to (its folder, when that holds a run), else None."""
     p = Path(path).resolve()
-    if detect_format(p) == "review.sqlite" and (p.parent / "manifest.json").is_file():
+    if detect_format(p) == "review.sqlite" and (p.parent / MANIFEST).is_file():
         return str(p.parent)
     return None
