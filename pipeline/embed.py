@@ -11,7 +11,7 @@ import torch
 
 from .config import RunConfig
 from .errors import one_line
-from .models import build_model
+from .models import build_model, feature_maps
 from .runs import Run, RunError, load_torch, open_run
 
 
@@ -63,15 +63,6 @@ FEATURE_DIMS = 128
 FEATURE_FIT = 20000      # images the principal components are fit on (a seeded sample above that)
 
 
-def _feature_maps(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) maps before the global pool: LightNet's ``features``; a torchvision ResNet's layer4."""
-    if hasattr(backbone, "features"):
-        return backbone.features(x)
-    b = backbone
-    x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-    return b.layer4(b.layer3(b.layer2(b.layer1(x))))
-
-
 @torch.no_grad()
 def _pooled(model: torch.nn.Module, images, rows: np.ndarray, dev: torch.device, batch_size: int):
     model.eval()
@@ -81,7 +72,7 @@ def _pooled(model: torch.nn.Module, images, rows: np.ndarray, dev: torch.device,
     net = getattr(net, "backbone", net)
     for s in range(0, len(rows), batch_size):
         part = torch.from_numpy(np.array(images[rows[s:s + batch_size]], dtype=np.uint8))
-        f = _feature_maps(net, to_input(part.to(dev)))
+        f = feature_maps(net, to_input(part.to(dev)))
         f = torch.nn.functional.adaptive_avg_pool2d(f.float(), FEATURE_POOL).flatten(1)
         yield torch.nn.functional.normalize(f, dim=1).cpu().numpy().astype(np.float64)
 

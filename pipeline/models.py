@@ -31,17 +31,17 @@ class LightNet(nn.Module):
         self.head = nn.Linear(chans[-1], embedding_dim)
         self.out_features = embedding_dim
 
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 256): the globally pooled feature maps the head reads."""
-        return torch.flatten(self.pool(self.features(x)), 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pooled(x))
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def _resnet_pooled(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-    return torch.flatten(m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1(x))))), 1)
+def feature_maps(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) maps before the global pool: LightNet's ``features``; a torchvision ResNet's layer4."""
+    if hasattr(backbone, "features"):
+        return backbone.features(x)
+    b = backbone
+    x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+    return b.layer4(b.layer3(b.layer2(b.layer1(x))))
 
 
 def resnet18_small(embedding_dim: int = 64) -> nn.Module:
@@ -80,21 +80,17 @@ class Embedder(nn.Module):
         self.instance_head = (nn.Sequential(nn.Linear(width, 128), nn.ReLU(inplace=True), nn.Linear(128, instance_dim))
                               if instance_dim else None)
 
-    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.backbone
-        return b.pooled(x) if isinstance(b, LightNet) else _resnet_pooled(b, x)
-
-    def _head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.backbone.head(h) if isinstance(self.backbone, LightNet) else self.backbone.fc(h)
-
     def forward(self, x: torch.Tensor, with_instance: bool = False):
+        b = self.backbone
+        proj = None
         if with_instance and self.instance_head is not None:
-            h = self._pooled(x)
-            z = self._head(h)
-            z = nn.functional.normalize(z.float(), dim=1) if self.normalize else z
-            return z, self.instance_head(h)
-        z = self.backbone(x)
-        return nn.functional.normalize(z.float(), dim=1) if self.normalize else z
+            h = torch.flatten(b.pool(b.features(x)) if isinstance(b, LightNet) else b.avgpool(feature_maps(b, x)), 1)
+            z = b.head(h) if isinstance(b, LightNet) else b.fc(h)
+            proj = self.instance_head(h)
+        else:
+            z = b(x)
+        z = nn.functional.normalize(z.float(), dim=1) if self.normalize else z
+        return z if proj is None else (z, proj)
 
 
 INSTANCE_DIM = 64
