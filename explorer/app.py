@@ -39,10 +39,6 @@ PAGES = {
 WELCOME = st.Page("views/welcome.py", title="Welcome", icon=":material/hourglass_top:", default=True)
 
 
-def start_demo(root: Path) -> None:
-    train_form.start_demo(root, spec=settings.demo_spec(), epochs=settings.demo_epochs(), name=settings.DEMO_NAME)
-
-
 def sidebar_runs(infos: list[data.RunInfo], usable: list[data.RunInfo]) -> None:
     by_path = {r.path: r for r in infos}
     news = st.session_state.pop("_job_news", None)
@@ -102,7 +98,7 @@ def main() -> None:
     if not usable:
         if job is None:  # a fresh machine: build the demo with no manual step
             try:
-                start_demo(root)
+                train_form.start_default_demo(root)
             except jobs.JobError:
                 pass  # another session started it a moment ago
             except OSError as exc:  # the runs folder cannot be written: say so on the welcome page
@@ -111,7 +107,12 @@ def main() -> None:
         pg.run()
         return
 
+    st.session_state.pop("_welcome", None)
     sidebar_runs(infos, usable)
+    if building_demo and job.preview and State.run_path() == job.preview:
+        st.info("This is a quick preview of the demo (a small set of faces at 32 px after a few dozen training steps: the "
+                "groups are rough). The full demo is being built in the background and opens by itself when "
+                "it is done; the sidebar shows its progress.", icon=":material/hourglass_top:")
     sidebar_train_form(root)
     pg = st.navigation(list(PAGES.values()))
     # a damaged artifact a view reads outside its own guard still ends as one line, not a traceback

@@ -30,7 +30,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -38,6 +38,7 @@ from pipeline.runs import write_json
 
 STATE_DIR = ".explorer"
 ACTIVE = ("running", "cancelling")
+BACKGROUND_NICE = 10  # the demo's full build, once its preview is up: the page a curator is reading comes first
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -60,6 +61,9 @@ class Job:
     failed_step: int | None = None
     message: str = ""
     title: str = ""
+    preview: str = ""               # the demo's quick first run (shown while the full run builds), if any
+    optional: list[int] = field(default_factory=list)   # steps whose failure does not stop the job
+    nice_from: int | None = None    # steps from this index on run at lower CPU priority (BACKGROUND_NICE)
 
     @property
     def active(self) -> bool:
@@ -202,8 +206,12 @@ def current(root: Path) -> Job | None:
         return job
 
 
-def start(root: Path, kind: str, run_dir: Path, steps: list[list[str]], *, title: str = "") -> Job:
-    """Start ``steps`` in a new session; refuses while another job of this root is active."""
+def start(root: Path, kind: str, run_dir: Path, steps: list[list[str]], *, title: str = "",
+          preview: Path | None = None, optional: tuple[int, ...] = (), nice_from: int | None = None) -> Job:
+    """Start ``steps`` in a new session; refuses while another job of this root is active.
+    ``optional``: indexes of steps whose failure is logged and the job goes on (the demo's preview:
+    the full demo must not depend on it). ``nice_from``: steps from this index on run with
+    :data:`BACKGROUND_NICE` (the demo's full build behind its preview, which a person is reading)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root):
@@ -211,11 +219,13 @@ def start(root: Path, kind: str, run_dir: Path, steps: list[list[str]], *, title
         if old is not None and old.active and _alive(old):
             raise JobError(f"a {old.kind} job is already running ({old.title or old.run_dir}); cancel it first")
         job = Job(id=time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], kind=kind, run_dir=str(run_dir),
-                  steps=[list(map(str, s)) for s in steps], started=time.time(), title=title)
+                  steps=[list(map(str, s)) for s in steps], started=time.time(), title=title,
+                  preview=str(preview) if preview else "", optional=sorted(int(i) for i in optional),
+                  nice_from=nice_from)
         jd = _jobs_dir(root)
         jd.mkdir(parents=True, exist_ok=True)
         spec = jd / f"{job.id}.json"
-        write_json(spec, {"steps": job.steps, "id": job.id})
+        write_json(spec, {"steps": job.steps, "id": job.id, "optional": job.optional, "nice_from": job.nice_from})
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         with open(jd / f"{job.id}.log", "ab") as log:
@@ -310,6 +320,8 @@ def _run(spec_path: Path) -> int:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     jd = Path(spec_path).parent
     job_id = spec["id"]
+    optional = set(spec.get("optional") or ())
+    nice_from = spec.get("nice_from")
     cancelled = {"flag": False}
     child: dict[str, subprocess.Popen | None] = {"p": None}
 
@@ -326,13 +338,19 @@ def _run(spec_path: Path) -> int:
             break
         (jd / f"{job_id}.step").write_text(str(i))
         print(f"$ {shlex.join(argv)}", flush=True)
-        child["p"] = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        lower = nice_from is not None and i >= int(nice_from)
+        child["p"] = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                      preexec_fn=(lambda: os.nice(BACKGROUND_NICE)) if lower else None)
         while True:
             try:
                 rc = child["p"].wait()
                 break
             except InterruptedError:
                 continue
+        if rc != 0 and i in optional and not cancelled["flag"]:
+            print(f"(step {i + 1} failed with {rc}; it is optional, the job goes on)", flush=True)
+            rc = 0
+            continue
         if rc != 0:
             failed = i
             break

@@ -25,12 +25,23 @@ GROUP_THUMB_PX = 128               # thumbnails of a group gallery (sub-class, t
 GROUP_PAGE = 24                    # images per page of a group gallery
 LARGE_PX = 288                     # "look closer": one image, large
 QUEUE_PAGE = 12                    # mislabel candidates per page
-POLL_S = 1.0                       # how often the job fragment re-reads progress
+POLL_S = 2.0                       # how often the job fragment re-reads progress: each poll is a script
+                                   # run (~0.25 CPU-s of server + browser on 2 cores: 1 s ate ~20 % of the box)
 
 
 def demo_spec() -> str:
     """The first-launch demo's data: 4,000 generated faces, a couple of CPU minutes (tests shrink it)."""
     return os.environ.get("SUBCLASS_EXPLORER_DEMO_SPEC") or "synthetic"
+
+
+def demo_preview_spec() -> str:
+    """The data of the demo's quick first stage ("" = none): 1,200 generated faces, trained for a few
+    dozen steps at 32 px so that a first view opens within a minute on two cores (RESULTS.md).
+    ``SUBCLASS_EXPLORER_DEMO_PREVIEW``: another spec, or ``off``."""
+    raw = os.environ.get("SUBCLASS_EXPLORER_DEMO_PREVIEW")
+    if raw is None or not raw.strip():
+        return "synthetic:1200"
+    return "" if raw.strip().lower() in ("0", "off", "no", "none", "false") else raw.strip()
 
 
 def demo_epochs() -> int:

@@ -238,9 +238,25 @@ def start_resume(root: Path, run_dir: Path, *, analyze: bool = True) -> Job:
     return start(root, "resume", run_dir, steps, title=f"resume {run_dir.name}")
 
 
-def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: str = "demo") -> Job:
+# The demo's quick first stage: few steps on small images, maps that need no compile (UMAP's numba
+# start-up alone is ~45 s), analysed in the training process (one interpreter start, not two).
+PREVIEW_MAPS = ("tsne", "pca")
+PREVIEW_OPTIONS = ("--image-size", "32", "--epochs", "3", "--steps-per-epoch", "16", "--seed", "0",
+                   "--analyze", "--maps", ",".join(PREVIEW_MAPS), "--no-progress-bar")
+
+
+def preview_argv(out: Path, spec: str) -> list[str]:
+    return pipeline_argv("train", "--data", spec, "--out", str(out), *PREVIEW_OPTIONS)
+
+
+def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: str = "demo",
+               preview: str = "") -> Job:
     """Build the first-launch demo in ``root/name``: train then analyze, or whatever is left of it
-    (resume an interrupted training, analyze a trained but unanalysed run)."""
+    (resume an interrupted training, analyze a trained but unanalysed run).
+
+    ``preview``: a data spec for a quick first stage in ``root/<name>-preview`` (:data:`PREVIEW_OPTIONS`),
+    built first when the demo is built from scratch and the preview folder does not exist yet; the
+    app shows it while the full demo trains. Its failure does not stop the full demo."""
     root = Path(root)
     demo = root / name
     req = TrainRequest(spec=spec, epochs=epochs)
@@ -257,9 +273,22 @@ def start_demo(root: Path, *, spec: str = "synthetic", epochs: int = 0, name: st
                      title="the synthetic demo")
     if status == "broken" or (status is None and demo.exists() and any(demo.iterdir())):
         demo = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return start(root, "demo", demo, [req.train_argv(demo, config_file(root, demo)),
-                                      pipeline_argv("analyze", str(demo))],
-                 title="the synthetic demo")
+    steps = [req.train_argv(demo, config_file(root, demo)), pipeline_argv("analyze", str(demo))]
+    first = root / f"{name}-preview"
+    if preview and not first.exists():
+        try:
+            parse_spec(preview)  # a bad spec is the caller's one-line error, before anything starts
+        except DataError as exc:
+            raise JobError(f"demo preview: {one_line(exc)}") from None
+        return start(root, "demo", demo, [preview_argv(first, preview)] + steps, title="the synthetic demo",
+                     preview=first, optional=(0,), nice_from=1)
+    return start(root, "demo", demo, steps, title="the synthetic demo")
 
 
-__all__ = ["retrain_argv", "start_retrain", "resume_argv", "start_resume", "named_run_dir", "TrainRequest", "FORM_BACKBONES", "LOSSES", "check_spec", "bare_path_spec", "config_file", "start_train", "start_demo"]
+def start_default_demo(root: Path) -> Job:
+    """The first-launch demo as the settings (and the tests' environment) define it."""
+    return start_demo(root, spec=settings.demo_spec(), epochs=settings.demo_epochs(), name=settings.DEMO_NAME,
+                      preview=settings.demo_preview_spec())
+
+
+__all__ = ["retrain_argv", "start_retrain", "resume_argv", "start_resume", "named_run_dir", "TrainRequest", "FORM_BACKBONES", "LOSSES", "check_spec", "bare_path_spec", "config_file", "start_train", "start_demo", "start_default_demo", "preview_argv", "PREVIEW_OPTIONS"]

@@ -504,11 +504,20 @@ def _job_body(compact: bool) -> None:
         st.session_state["_job_seen_active"] = job.id
         # one bar and one ETA over the whole job: training's epochs, then analysis's stages
         trains, analyses = job.parts
-        jp = progress.job_progress(data.progress(job.run_dir), train=trains, analyse=analyses, since=job.started)
+        step = jobs.running_step(root, job) if job.preview else 0
+        if job.preview and step == 0:   # the demo's quick preview first: its own run's progress
+            jp = progress.job_progress(data.progress(job.preview), train=True, analyse=True, since=job.started,
+                                       maps=train_form_.PREVIEW_MAPS)
+            head = "Step 1 of 2, a quick preview: "
+        else:
+            jp = progress.job_progress(data.progress(job.run_dir), train=trains, analyse=analyses, since=job.started)
+            head = "Step 2 of 2, the full demo: " if job.preview else ""
+        if job.preview and (step >= 1 or jp.phase == "done") and st.session_state.pop("_welcome", None):
+            st.rerun(scope="app")       # the preview is analysed: leave the welcome page for it
         if job.state == "cancelling":
             st.progress(jp.fraction or 0.0, text="Stopping… (saving a resumable checkpoint)")
         else:
-            st.progress(jp.fraction or 0.0, text=jp.line())
+            st.progress(jp.fraction or 0.0, text=head + jp.line())
         st.caption(md(f"{job.kind}: {job.title or Path(job.run_dir).name}"))
         if job.started and job.started < SERVER_STARTED:
             st.caption(md("This job was started before this app server was, and kept running on its own: "
@@ -533,6 +542,9 @@ def _job_body(compact: bool) -> None:
             st.session_state.pop("_job_seen_active", None)
             if job.state == "done":  # the app says so once; the run is in the picker now
                 st.session_state["_job_news"] = f"Finished: {job.title or Path(job.run_dir).name}"
+                if job.preview and State.run_path() in (None, job.preview):
+                    State.set_run_path(str(job.run_dir))     # the full demo replaces its preview
+                    State.clear_focus()
             st.rerun(scope="app")
         if job.state == "done":
             if not compact:

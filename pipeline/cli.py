@@ -123,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
                         "fit on; auto (the default): the embedding; posterior+votes: the SGM posterior and the "
                         "crowd's votes (needs votes)")
     t.add_argument("--analyze", action="store_true", help="run `analyze` when training is done")
+    t.add_argument("--maps", default=None, help="with --analyze: the maps to compute, comma-separated "
+                                                "(tsne, umap, pca or none; default tsne,umap,pca)")
     t.add_argument("--no-progress-bar", action="store_true")
     t.add_argument("--quiet", action="store_true")
 
@@ -155,6 +157,10 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_train(a) -> int:
     from .train import train
 
+    maps = _maps(a.maps) if a.maps is not None else None      # checked before hours of training
+    if maps is not None and not a.analyze:
+        raise ValueError("--maps goes with --analyze")
+
     if getattr(a, "labels_from", None):
         from .corrections import parent_of
 
@@ -185,7 +191,7 @@ def _cmd_train(a) -> int:
 
         from .analysis import format_recovery
 
-        out = analyze(run.path)
+        out = analyze(run.path, **({"maps": maps} if maps is not None else {}))
         if not a.quiet:
             from .quality import describe_counts
 
@@ -210,12 +216,22 @@ def _cmd_evaluate(a) -> int:
     return 0
 
 
+def _maps(arg: str) -> tuple[str, ...]:
+    """``--maps tsne,pca`` -> ("tsne", "pca"); "none" -> (); an unknown name is a one-line error."""
+    from .maps import METHODS
+
+    maps = tuple(m.strip().lower() for m in arg.split(",") if m.strip() and m.strip().lower() != "none")
+    bad = [m for m in maps if m not in METHODS]
+    if bad:
+        raise ValueError(f"--maps: unknown map {bad[0]!r}; choose from {', '.join(METHODS)} or none")
+    return maps
+
+
 def _cmd_analyze(a) -> int:
     from .analysis import analyze
 
-    maps = tuple(m.strip() for m in a.maps.split(",") if m.strip() and m.strip() != "none")
     t0 = time.time()
-    kw = {"maps": maps, "seed": a.seed}
+    kw = {"maps": _maps(a.maps), "seed": a.seed}
     if a.max_components is not None:
         kw["max_components"] = a.max_components
     if a.subclass_features is not None:

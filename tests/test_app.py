@@ -325,7 +325,13 @@ def test_first_launch_builds_the_demo_in_the_background(tmp_path, monkeypatch):
     at = start()
     job = jobs.current(root)
     assert job is not None and job.kind == "demo" and job.active
-    assert job.step_names == ["train", "analyze"] and job.run_dir == str(root / "demo")
+    # a quick preview first (optional; the full demo behind it runs niced), then the full demo
+    assert job.step_names == ["train", "train", "analyze"] and job.run_dir == str(root / "demo")
+    assert job.preview == str(root / "demo-preview") and job.optional == [0] and job.nice_from == 1
+    first = job.steps[0]
+    assert first[first.index("--out") + 1] == job.preview and "--analyze" in first
+    assert first[first.index("--maps") + 1] == "tsne,pca"          # no UMAP compile in the first minute
+    assert any("quick preview" in str(m.value) for m in at.markdown)
     assert at.title[0].value == "Subclass Explorer" and at.get("progress")
     # a reload (new session) does not start a second job
     start()
@@ -338,12 +344,45 @@ def test_first_launch_builds_the_demo_in_the_background(tmp_path, monkeypatch):
     assert any(b.label == "Build the demo" for b in at.button)
 
 
+def test_the_preview_shows_while_the_demo_builds_and_the_demo_replaces_it(tmp_path, monkeypatch):
+    """While the demo job runs, the app opens its preview run with a banner saying so; when the job
+    is done the session moves to the full demo by itself."""
+    root = tmp_path / "runs"
+    monkeypatch.setenv("SUBCLASS_EXPLORER_RUNS", str(root))
+    preview = fake_run(root / "demo-preview", 120, seed=2)
+    demo = fake_run(root / "demo", 120, seed=3)     # stands for the full demo being written
+    gate = tmp_path / "go"
+    jobs.start(root, "demo", demo, [py_wait(gate)], title="the synthetic demo", preview=preview, nice_from=0)
+    try:
+        at = start()
+        assert at.session_state["run_path"] == str(preview)
+        assert at.title[0].value.replace("\\", "") == "Run demo-preview"
+        assert any("quick preview of the demo" in str(i.value) for i in at.info)
+        assert str(demo) not in at.selectbox(key="run_picker").options   # not usable while it builds
+        gate.write_text("go")
+        assert jobs.wait(root, timeout=30).state == "done"
+        at.run()
+        ok(at)
+        assert at.session_state["run_path"] == str(demo) and at.title[0].value == "Run demo"
+        assert not any("quick preview of the demo" in str(i.value) for i in at.info)
+    finally:
+        jobs.cancel(root, force=True)
+        jobs.wait(root, timeout=30)
+
+
+def py_wait(gate: Path) -> list[str]:
+    import sys
+
+    return [sys.executable, "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"]
+
+
 @pytest.mark.slow
 def test_first_launch_opens_the_demo_when_done(tmp_path, monkeypatch):
     root = tmp_path / "fresh"
     monkeypatch.setenv("SUBCLASS_EXPLORER_RUNS", str(root))
     monkeypatch.setenv("SUBCLASS_EXPLORER_DEMO_SPEC", "synthetic:600")
     monkeypatch.setenv("SUBCLASS_EXPLORER_DEMO_EPOCHS", "1")
+    monkeypatch.setenv("SUBCLASS_EXPLORER_DEMO_PREVIEW", "synthetic:300")
     at = start()
     job = jobs.wait(root, timeout=600)
     assert job.state == "done", job.message

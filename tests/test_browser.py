@@ -119,6 +119,12 @@ PLOT_DRAWN = """() => {
 }"""
 
 
+CHART_DRAWN = """() => {
+  const gd = document.querySelector('.js-plotly-plot');
+  return !!(gd && gd._fullLayout && gd._fullData && gd._fullData.length);
+}"""
+
+
 def test_flag_survives_a_reload(tmp_path, pipeline_run_dir):
     ART.mkdir(exist_ok=True)
     root = tmp_path / "runs"
@@ -331,3 +337,54 @@ def test_a_job_outliving_its_server_says_so(tmp_path, pipeline_run_dir):
     finally:
         jobs.cancel(root, force=True)
         jobs.wait(root, timeout=30)
+
+
+@pytest.mark.slow
+def test_first_launch_opens_a_preview_within_a_minute(tmp_path):
+    """Issue 14 item 7: a fresh machine (empty runs folder, the default demo, no overrides). Timed from
+    the moment ``streamlit run`` starts to the preview run's overview drawn in the browser (then its
+    map); the full demo must still be building when the preview opens (it replaces it later). The
+    seconds and the load average go to test-artifacts/first-view.txt and the output."""
+    from explorer import jobs
+
+    ART.mkdir(exist_ok=True)
+    root = tmp_path / "runs"
+    env = {"SUBCLASS_EXPLORER_RUNS": str(root)}
+    for k in ("SUBCLASS_EXPLORER_DEMO_SPEC", "SUBCLASS_EXPLORER_DEMO_EPOCHS", "SUBCLASS_EXPLORER_DEMO_PREVIEW"):
+        os.environ.pop(k, None)
+    load0 = os.getloadavg()
+    t0, wall0 = time.perf_counter(), time.time()
+    try:
+        with streamlit_server(ROOT / "explorer" / "app.py", env, ART / "browser-first-view.log") as url, \
+                browser() as b:
+            t_server = time.perf_counter() - t0
+            page = b.new_page(viewport={"width": 1400, "height": 1000})
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(url)
+            page.get_by_text("quick preview").first.wait_for(timeout=30_000)     # the welcome page says so
+            page.get_by_text("Run demo-preview").wait_for(timeout=170_000)        # it opened by itself
+            page.wait_for_function(CHART_DRAWN, timeout=60_000)
+            t_first = time.perf_counter() - t0
+            job = jobs.current(root)
+            assert job is not None and job.active and job.kind == "demo"          # the full demo goes on
+            assert page.get_by_text("This is a quick preview of the demo").count() >= 1
+            shot(page, "first-view")
+            page.goto(url + "/map?run=demo-preview")
+            page.wait_for_function(PLOT_DRAWN, timeout=60_000)
+            t_map = time.perf_counter() - t0
+            load1 = os.getloadavg()
+            from pipeline.progress import read
+            ready = next(e.time for e in read(root / "demo-preview") if e.event == "analysed") - wall0
+        host = urlsplit(url).hostname
+        assert all(urlsplit(r).hostname in (host, "localhost", "127.0.0.1") for r in requests if r.startswith("http"))
+    finally:
+        jobs.cancel(root, force=True)
+        jobs.wait(root, timeout=30)
+    lines = [f"server up {t_server:.1f} s; preview analysed {ready:.1f} s; its overview drawn {t_first:.1f} s; "
+             f"its map drawn {t_map:.1f} s after `streamlit run` started",
+             f"load average (1 min) {load0[0]:.2f} at the start, {load1[0]:.2f} at the first view, "
+             f"on {os.cpu_count()} cores"]
+    (ART / "first-view.txt").write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines))
+    assert t_first < 170

@@ -33,6 +33,9 @@ def test_train_evaluate_and_runs_listing(tmp_path):
     (["train", "--data", "bogus", "--out", "{tmp}/c"], "unknown data source"),
     (["evaluate", "{tmp}/nothing"], "no such run directory"),
     (["train", "--data", "synthetic:200", "--out", "{tmp}/d", "--sigma", "nan"], "sigma"),
+    (["train", "--data", "synthetic:200", "--out", "{tmp}/e", "--analyze", "--maps", "tsne,tsnee"], "tsnee"),
+    (["train", "--data", "synthetic:200", "--out", "{tmp}/f", "--maps", "pca"], "--maps goes with --analyze"),
+    (["analyze", "{tmp}/nothing", "--maps", "umpa"], "umpa"),
 ])
 def test_bad_input_gets_one_line_error_and_exit_1(tmp_path, args, needle):
     (tmp_path / "bad.csv").write_text("filename,emotion\na.png,happy\n")
@@ -41,6 +44,7 @@ def test_bad_input_gets_one_line_error_and_exit_1(tmp_path, args, needle):
     lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+    assert not any((tmp_path / d).exists() for d in "ef")      # refused before anything was written
 
 
 def test_crossfit_defaults_on_for_a_gpu_and_off_for_a_cpu(monkeypatch):

@@ -39,6 +39,26 @@ def test_a_failing_step_stops_the_chain_with_its_error(tmp_path):
     assert not (jobs.PROJECT_ROOT / "ran").exists()
 
 
+def test_an_optional_step_that_fails_does_not_stop_the_job_and_later_steps_run_niced(tmp_path):
+    """The demo's preview is optional (the full demo must not depend on it); the steps after it
+    run at lower CPU priority, behind the page a person is reading."""
+    root = tmp_path / "runs"
+    out = tmp_path / "nice.txt"
+    jobs.start(root, "demo", root / "r", [py("import sys; sys.exit(4)"),
+                                          py(f"import os; open({str(out)!r}, 'w').write(str(os.nice(0)))")],
+               optional=(0,), nice_from=1, preview=root / "r-preview")
+    job = jobs.wait(root, timeout=30)
+    assert job.state == "done" and job.returncode == 0, job.message
+    assert int(out.read_text()) == os.nice(0) + jobs.BACKGROUND_NICE
+    assert job.preview == str(root / "r-preview") and job.optional == [0]
+    assert any("optional" in ln for ln in jobs.log_tail(root, job))
+    # a step that is not optional still stops the chain
+    jobs.start(root, "demo", root / "r2", [py("import sys; sys.exit(5)"), py("import sys; sys.exit(6)")],
+               optional=(1,))
+    job = jobs.wait(root, timeout=30)
+    assert job.state == "failed" and job.failed_step == 0 and job.returncode == 5
+
+
 def test_one_job_at_a_time_and_cancel_kills_the_group(tmp_path):
     root = tmp_path / "runs"
     marker = tmp_path / "child.pid"
