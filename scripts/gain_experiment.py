@@ -18,7 +18,9 @@ FER+ images with their ORIGINAL FER2013 labels (about a third wrong), a light ne
 Subset (seeded): ``--train`` FER+ training images, ``--val`` validation images (original labels,
 for model selection, as a user would have them), ``--test`` test images; images whose FER+
 majority is contempt (no FER2013 class) or that FER2013 holds with conflicting labels are left
-out. Steps already complete in ``--work`` are reused, so an interrupted run continues.
+out. Steps already complete in ``--work`` are reused, so an interrupted run continues; results an
+earlier call wrote to ``--out-json`` on the same setup (sizes, epochs, seed) are kept, marked
+``earlier_call``, so k can be added a few at a time. The plot needs matplotlib (``pip install -e ".[docs]"``).
 """
 from __future__ import annotations
 
@@ -140,6 +142,17 @@ def main() -> int:
             "test": int((items["split"] == "test").sum()), "val": int((items["split"] == "val").sum()),
             "epochs": a.epochs, "backbone": "light", "seed": a.seed, "wall_s": round(time.time() - t_all, 1),
             "load_average": os.getloadavg(), "results": results}
+    if a.out_json and a.out_json.is_file():     # keep what an earlier call measured on the same setup
+        try:
+            old = json.loads(a.out_json.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        setup = ("train", "wrong_in_train", "test", "val", "epochs", "backbone", "seed")
+        if all(old.get(f) == info[f] for f in setup):
+            for name, res in (old.get("results") or {}).items():
+                if name not in results:
+                    results[name] = {**res, "earlier_call": True}
+            info["results"] = dict(sorted(results.items(), key=lambda kv: (kv[1].get("how", ""), kv[1]["k"])))
     print(json.dumps(info, indent=1))
     if a.out_json:
         a.out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +166,7 @@ def plot(info: dict, path: Path) -> None:
     try:
         import matplotlib
     except ImportError:
-        print(f"--plot {path}: matplotlib is not installed (pip install matplotlib); the JSON has every figure",
+        print(f"--plot {path}: matplotlib is not installed (pip install -e \".[docs]\"); the JSON has every figure",
               file=sys.stderr)
         return
     matplotlib.use("Agg")
