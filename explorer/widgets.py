@@ -512,7 +512,9 @@ def _job_body(compact: bool) -> None:
         else:
             jp = progress.job_progress(data.progress(job.run_dir), train=trains, analyse=analyses, since=job.started)
             head = "Step 2 of 2, the full demo: " if job.preview else ""
-        if job.preview and (step >= 1 or jp.phase == "done") and st.session_state.pop("_welcome", None):
+        if (job.preview and (step >= 1 or jp.phase == "done") and st.session_state.get("_welcome")
+                and st.session_state.get("_preview_opened") != job.id):
+            st.session_state["_preview_opened"] = job.id     # once: a failed preview must not loop
             st.rerun(scope="app")       # the preview is analysed: leave the welcome page for it
         if job.state == "cancelling":
             st.progress(jp.fraction or 0.0, text="Stopping… (saving a resumable checkpoint)")

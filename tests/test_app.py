@@ -370,6 +370,30 @@ def test_the_preview_shows_while_the_demo_builds_and_the_demo_replaces_it(tmp_pa
         jobs.wait(root, timeout=30)
 
 
+def test_a_failed_preview_leaves_the_welcome_page_waiting_for_the_full_demo(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    monkeypatch.setenv("SUBCLASS_EXPLORER_RUNS", str(root))
+    gate = tmp_path / "go"
+    import sys
+
+    jobs.start(root, "demo", root / "demo", [[sys.executable, "-c", "import sys; sys.exit(2)"], py_wait(gate)],
+               title="the synthetic demo", preview=root / "demo-preview", optional=(0,), nice_from=1)
+    try:
+        for _ in range(100):                      # the optional step has failed, the next one runs
+            if jobs.running_step(root, jobs.current(root)) == 1:
+                break
+            time.sleep(0.05)
+        at = start(timeout=20)                    # one rerun at most, no loop
+        at.run()
+        ok(at)
+        assert at.title[0].value == "Subclass Explorer" and jobs.current(root).active
+        assert any("quick preview" in str(m.value) for m in at.markdown)
+    finally:
+        gate.write_text("go")
+        jobs.cancel(root, force=True)
+        jobs.wait(root, timeout=30)
+
+
 def py_wait(gate: Path) -> list[str]:
     import sys
 
