@@ -511,6 +511,7 @@ def _job_body(compact: bool) -> None:
             head = "Step 1 of 2, a quick preview: "
         else:
             jp = progress.job_progress(data.progress(job.run_dir), train=trains, analyse=analyses, since=job.started)
+            jp = progress.with_crossfit(jp, job.run_dir, since=job.started)
             head = "Step 2 of 2, the full demo: " if job.preview else ""
         if (job.preview and (step >= 1 or jp.phase == "done") and st.session_state.get("_welcome")
                 and st.session_state.get("_preview_opened") != job.id):

@@ -18,6 +18,7 @@ per-stage estimate (:data:`STAGE_COST`) rescaled by how long its finished stages
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -255,6 +256,9 @@ class JobProgress:
     stage: str = ""                  # the analysis stage running now ("" before the first)
     stage_index: int | None = None
     stages: int | None = None
+    fold: int | None = None          # cross-fitting: the fold model training now (1-based), of ``folds``
+    folds: int | None = None
+    fold_train: Progress | None = None
 
     def line(self) -> str:
         """``42 % · ETA 3 min 10 s · training: epoch 4/20, step 3/10, 120 img/s, loss 0.532`` or
@@ -282,6 +286,14 @@ class JobProgress:
         elif self.phase == "analyse":
             what = (f"analysing: {self.stage} ({self.stage_index}/{self.stages})" if self.stage and self.stage_index
                     else "analysing: starting…")
+        elif self.phase == "crossfit":
+            f = self.fold_train
+            bits = []
+            if f is not None and f.epoch is not None:
+                bits.append(f"epoch {f.epoch}" + (f"/{f.epochs}" if f.epochs else ""))
+            if f is not None and f.images_per_s:
+                bits.append(f"{f.images_per_s:.0f} img/s")
+            what = f"cross-fitting: fold model {self.fold}/{self.folds}" + (", " + ", ".join(bits) if bits else "")
         elif self.phase == "done":
             what = "done"
         else:
@@ -411,6 +423,53 @@ def job_progress(events: Iterable[Event | dict], *, train: bool = True, analyse:
         elapsed = max(0.0, now - t0)
         jp.fraction = elapsed / (elapsed + jp.eta_s) if elapsed + jp.eta_s > 0 else 0.0
     return jp
+
+
+def with_crossfit(jp: JobProgress, run_path: str | Path, *, since: float | None = None,
+                  now: float | None = None) -> JobProgress:
+    """A job whose training goes on into cross-fitting (``train --crossfit K``: K fold models after
+    the main one, each a run under ``<run>/crossfit/fold<k>`` with its own progress file): while the
+    folds train, the bar names the fold and its epoch, and the ETA adds the folds still to come
+    (each about the main model's training time, scaled by its (K-1)/K share of the images) to the
+    running fold's own estimate and the analysis's. Unchanged outside that window."""
+    if jp.phase != "train" or jp.train_done or (jp.train.fraction or 0.0) < 1.0:
+        return jp
+    run_path = Path(run_path)
+    try:
+        k_all = int(json.loads((run_path / runs.MANIFEST).read_text())["config"]["train"]["crossfit"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return jp
+    folds = sorted((p for p in (run_path / "crossfit").glob("fold*") if p.name[4:].isdigit()),
+                   key=lambda p: int(p.name[4:]))
+    if k_all < 2 or not folds:
+        return jp
+    now = time.time() if now is None else now
+    cur = folds[-1]
+    f_evs = read(cur)
+    fold_p = summarize(f_evs, now=now)
+    fold_eta = _training_eta([e for e in f_evs if e.event not in ANALYSIS_KINDS], now)
+    fold_eta = fold_p.eta_s if fold_eta is None else fold_eta
+    main_t = [e.time for e in _main_times(run_path)]
+    per_fold = (main_t[-1] - main_t[0]) * (k_all - 1) / k_all if len(main_t) >= 2 else None
+    left_folds = k_all - 1 - int(cur.name[4:])
+    if fold_eta is None or per_fold is None:
+        jp.eta_s = None
+    else:
+        analysis = (jp.eta_s or 0.0)            # what job_progress kept for the analysis after training
+        jp.eta_s = fold_eta + left_folds * per_fold + analysis
+    jp.phase = "crossfit"
+    jp.fold, jp.folds, jp.fold_train = int(cur.name[4:]) + 1, k_all, fold_p
+    t0 = since if since is not None else (main_t[0] if main_t else None)
+    if jp.eta_s is not None and t0 is not None:
+        elapsed = max(0.0, now - t0)
+        jp.fraction = elapsed / (elapsed + jp.eta_s) if elapsed + jp.eta_s > 0 else 0.0
+    return jp
+
+
+def _main_times(run_path: Path) -> list[Event]:
+    """The main model's step and epoch events with a time (its latest training session)."""
+    evs = [e for e in read(run_path) if e.event not in ANALYSIS_KINDS]
+    return [e for e in _training_session(evs) if e.time is not None and e.event in ("step", "epoch")]
 
 
 def format_eta(seconds: float | None) -> str:

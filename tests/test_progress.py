@@ -148,3 +148,37 @@ def test_a_resumed_run_measures_its_pace_after_the_restart(tmp_path):
     last = progress.job_progress(ev, analyse=False, since=restart, now=ev[-1].time + 1)   # all epochs done
     assert last.eta_s == pytest.approx(progress.FINISH_S + progress.FINISH_EPOCHS * 14.5 - 1, rel=0.05)
     assert "embedding every image" in last.line()
+
+
+def test_cross_fitting_folds_keep_the_bar_and_the_eta_moving(tmp_path):
+    """`train --crossfit 2`: after the main model's last epoch its own events stop while two fold
+    models train (each a run with its own progress file); the bar names the fold and the ETA adds
+    the fold left at the main model's pace (scaled by the folds' (K-1)/K share of the images)."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"config": {"train": {"crossfit": 2}}}))
+    end = _training_file(run / "progress.jsonl", epochs=4)                  # main model: 0 .. end
+    main_first = progress.read(run)[0].time
+    jp0 = progress.job_progress(progress.read(run), since=0.0, now=end + 30)
+    assert jp0.phase == "train" and jp0.train.fraction == 1.0               # stuck "embedding" before
+    fold0 = run / "crossfit" / "fold0"
+    fold0.mkdir(parents=True)
+    f_end = _training_file(fold0 / "progress.jsonl", epochs=4, t0=end + 20)
+    cut = progress.read(fold0)[:24]                                         # fold 1, early in epoch 3
+    (fold0 / "progress.jsonl").unlink()
+    for e in cut:
+        progress.write(fold0 / "progress.jsonl", e)
+    now = cut[-1].time + 0.5
+    jp = progress.with_crossfit(progress.job_progress(progress.read(run), since=0.0, now=now), run, since=0.0, now=now)
+    assert jp.phase == "crossfit" and (jp.fold, jp.folds) == (1, 2)
+    assert "cross-fitting: fold model 1/2, epoch 3/4" in jp.line() and "ETA" in jp.line()
+    per_fold = (end - main_first) / 2
+    fold_left = f_end - cut[-1].time                                          # about 1.7 epochs
+    assert per_fold + fold_left * 0.8 < jp.eta_s < per_fold + fold_left * 1.5 + progress.FINISH_S + 60
+    assert 0.0 < jp.fraction < 1.0 and jp.fraction == pytest.approx(now / (now + jp.eta_s))
+    # a run without cross-fitting, or before any fold: unchanged
+    (run / "manifest.json").write_text(json.dumps({"config": {"train": {"crossfit": 0}}}))
+    same = progress.job_progress(progress.read(run), since=0.0, now=now)
+    assert progress.with_crossfit(same, run, since=0.0, now=now).phase == "train"
