@@ -27,7 +27,7 @@ from .config import RunConfig
 from .metrics import class_means, gaussian_posterior
 from .progress import StageWriter, analysis_stages
 from .runs import (CLASS_IMAGES, CLASS_MEANS_ARRAY, CONFUSION_JSON, CROSSFIT_POSTERIOR, CROSSFIT_VOTES, FEATURES_ARRAY,
-                   IMAGES_ARRAY, METRICS_JSON, MISLABELS_TABLE, PROGRESS, SUBCLASSES_JSON, SUBCLASSES_TABLE,
+                   IMAGES_ARRAY, MID_FEATURES_ARRAY, METRICS_JSON, MISLABELS_TABLE, PROGRESS, SUBCLASSES_JSON, SUBCLASSES_TABLE,
                    SUBCLASS_IMAGES, SUBCLASS_MEANS, SUMMARY_JSON, Run, open_run)
 
 __all__ = ["analyze", "confusion", "album_summary", "subclass_scores", "mislabel_scores", "group_recovery",
@@ -276,22 +276,27 @@ FACET_DIMS = {"features": {"expression": 5, "look": 8}, "embedding": {"expressio
 
 
 def image_facets(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray, max_components: int,
-                 min_per_subclass: int, seed: int, topk: int, features: np.ndarray | None = None) -> list[hier.Facet]:
+                 min_per_subclass: int, seed: int, topk: int, features: np.ndarray | None = None,
+                 mid_features: np.ndarray | None = None) -> list[hier.Facet]:
     """The two sub-class facets found from the images alone (no votes, no ground truth):
     "expression" (each class's own directions) and "look" (appearance shared across classes), fit on
-    ``features`` (N, F), the backbone's pooled feature maps training stores, or on ``z`` without them.
-    Both are described (means, medoids) in ``z``."""
+    ``features`` (N, F), the backbone's pooled feature maps training stores, or on ``z`` without them;
+    the expression facet on ``mid_features`` (the maps halfway up) when given. All are described
+    (means, medoids) in ``z``."""
     kind = "features" if features is not None else "embedding"
     x = np.asarray(features if features is not None else z, dtype=np.float32)
     dims = FACET_DIMS[kind]
     on = "the backbone's pooled feature maps" if kind == "features" else "the embedding"
-    fe = hier.class_specific_features(x, labels, fit_mask=fit_mask, dims=dims["expression"])
+    xe, on_e = x, on
+    if mid_features is not None:
+        xe, on_e = np.asarray(mid_features, dtype=np.float32), "the backbone's mid-level feature maps (4x4 cells)"
+    fe = hier.class_specific_features(xe, labels, fit_mask=fit_mask, dims=dims["expression"])
     expr = hier.fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
                          seed=seed, topk=topk, features=fe, features_name="expression", covariance_type="full")
     fl = hier.shared_features(x, labels, fit_mask=fit_mask, dims=dims["look"])
     look = hier.fit_shared(z, labels, fl, fit_mask=fit_mask, min_per_subclass=min_per_subclass, seed=seed, topk=topk)
     out = [
-        hier.Facet("expression", expr, about=f"per class, the {dims['expression']} directions of {on} along which "
+        hier.Facet("expression", expr, about=f"per class, the {dims['expression']} directions of {on_e} along which "
                    "the class varies more than classes vary in general; a mixture per class, k by BIC"),
         hier.Facet("look", look, about=f"one mixture (k by BIC) over every class's deviations from its class "
                    f"mean ({dims['look']} whitened components of {on}): looks that recur across classes"),
@@ -306,6 +311,28 @@ def image_facets(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray, max
         out.append(hier.Facet("look_embedding", look_z, about=f"one mixture (k by BIC) over every class's deviations "
                               f"from its class mean ({d} whitened components of the embedding)"))
     return out
+
+
+def mid_features(run, fit_mask: np.ndarray, *, seed: int = 0) -> np.ndarray | None:
+    """The run's ``features_mid.npy`` as float32; a run trained before training stored it gets it
+    now from its own checkpoint (one pass over the images) and keeps it. None when neither can be
+    had (no checkpoint: e.g. a run written by other tools)."""
+    n = len(fit_mask)
+    if run.has(MID_FEATURES_ARRAY):
+        fm = run.array(MID_FEATURES_ARRAY)
+        return np.asarray(fm, dtype=np.float32) if fm.shape[0] == n else None
+    if not any((run.path / "checkpoints" / f).is_file() for f in ("best.pt", "last.pt")) or not run.has(IMAGES_ARRAY):
+        return None
+    from .embed import backbone_features, load_embedder
+    from .runs import RunError
+
+    try:
+        model = load_embedder(run, device="cpu")
+    except (RunError, RuntimeError, KeyError, ValueError):
+        return None
+    fm = backbone_features(model, run.array(IMAGES_ARRAY), fit_rows=np.flatnonzero(fit_mask), seed=seed, level="mid")
+    run.put_array(MID_FEATURES_ARRAY, fm)
+    return fm.astype(np.float32)
 
 
 def mean_images(images: np.ndarray, groups: np.ndarray, n_groups: int, *, chunk: int = 8192) -> np.ndarray:
@@ -474,8 +501,9 @@ def _analyze(run_path: str | Path, stages: StageWriter, *, maps: Sequence[str], 
     fb = np.asarray(run.array(FEATURES_ARRAY), dtype=np.float32) if run.has(FEATURES_ARRAY) else None
     if fb is not None and fb.shape[0] != z.shape[0]:
         fb = None
+    fm = mid_features(run, train, seed=seed) if fb is not None else None
     facets = image_facets(z, labels, fit_mask=train, max_components=max_components,
-                          min_per_subclass=min_per_subclass, seed=seed, topk=topk, features=fb)
+                          min_per_subclass=min_per_subclass, seed=seed, topk=topk, features=fb, mid_features=fm)
     if stored is not None:
         facets.insert(0, hier.Facet("levels", hier.describe(z, stored[0], labels, topk=topk, mode="dgms",
                                                              levels=stored[1]),

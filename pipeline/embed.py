@@ -11,7 +11,7 @@ import torch
 
 from .config import RunConfig
 from .errors import one_line
-from .models import build_model, feature_maps
+from .models import build_model, feature_maps, mid_feature_maps
 from .runs import Run, RunError, load_torch, open_run
 
 
@@ -58,13 +58,19 @@ def embed_images(model: torch.nn.Module, images: np.ndarray | torch.Tensor, *, d
 # pooled to 2x2 (where in the face a feature fires: glasses at the eyes, a baby's lower-set features),
 # each image's vector L2-normalised, then the first FEATURE_DIMS principal components. On synthetic
 # faces the embedding head had squeezed out much of this (RESULTS.md: sub-classes from features).
+# ``level="mid"``: the same on the maps halfway up (models.mid_feature_maps) pooled to 4x4, which keep
+# the small within-class differences (a pupil's position, tears) the expression facet splits on.
 FEATURE_POOL = 2
+MID_FEATURE_POOL = 4
 FEATURE_DIMS = 128
 FEATURE_FIT = 20000      # images the principal components are fit on (a seeded sample above that)
+LEVELS = {"last": (feature_maps, FEATURE_POOL), "mid": (mid_feature_maps, MID_FEATURE_POOL)}
 
 
 @torch.no_grad()
-def _pooled(model: torch.nn.Module, images, rows: np.ndarray, dev: torch.device, batch_size: int):
+def _pooled(model: torch.nn.Module, images, rows: np.ndarray, dev: torch.device, batch_size: int,
+            level: str = "last"):
+    maps, pool = LEVELS[level]
     model.eval()
     net = model
     for attr in ("module", "_orig_mod"):          # DistributedDataParallel, torch.compile
@@ -72,28 +78,31 @@ def _pooled(model: torch.nn.Module, images, rows: np.ndarray, dev: torch.device,
     net = getattr(net, "backbone", net)
     for s in range(0, len(rows), batch_size):
         part = torch.from_numpy(np.array(images[rows[s:s + batch_size]], dtype=np.uint8))
-        f = feature_maps(net, to_input(part.to(dev)))
-        f = torch.nn.functional.adaptive_avg_pool2d(f.float(), FEATURE_POOL).flatten(1)
+        f = maps(net, to_input(part.to(dev)))
+        f = torch.nn.functional.adaptive_avg_pool2d(f.float(), pool).flatten(1)
         yield torch.nn.functional.normalize(f, dim=1).cpu().numpy().astype(np.float64)
 
 
 def backbone_features(model: torch.nn.Module, images, *, fit_rows: np.ndarray | None = None,
                       device: str | torch.device = "cpu", batch_size: int = 512, dims: int = FEATURE_DIMS,
-                      seed: int = 0) -> np.ndarray:
-    """(N, dims) float16: every image's pooled backbone feature maps, projected on the first ``dims``
-    principal components (fit on ``fit_rows``, e.g. the training split, sampled down to FEATURE_FIT).
+                      seed: int = 0, level: str = "last") -> np.ndarray:
+    """(N, dims) float16: every image's pooled backbone feature maps (``level``: "last" or "mid", see
+    :data:`LEVELS`), projected on the first ``dims`` principal components (fit on ``fit_rows``, e.g.
+    the training split, sampled down to FEATURE_FIT).
     Two passes, so memory stays at (FEATURE_FIT + batch) x features."""
+    if level not in LEVELS:
+        raise ValueError(f"feature level must be one of {', '.join(LEVELS)}, not {level!r}")
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     was_training = model.training
     n = len(images)
     fit = np.arange(n) if fit_rows is None or len(fit_rows) < 2 else np.asarray(fit_rows)
     if len(fit) > FEATURE_FIT:
         fit = np.sort(np.random.default_rng(seed).choice(fit, size=FEATURE_FIT, replace=False))
-    sample = np.concatenate(list(_pooled(model, images, fit, dev, batch_size)))
+    sample = np.concatenate(list(_pooled(model, images, fit, dev, batch_size, level)))
     mean = sample.mean(0)
     _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
     basis = vt[: min(dims, vt.shape[0])].T
-    out = np.concatenate([(f - mean) @ basis for f in _pooled(model, images, np.arange(n), dev, batch_size)])
+    out = np.concatenate([(f - mean) @ basis for f in _pooled(model, images, np.arange(n), dev, batch_size, level)])
     model.train(was_training)
     return out.astype(np.float16)
 

@@ -44,6 +44,17 @@ def feature_maps(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return b.layer4(b.layer3(b.layer2(b.layer1(x))))
 
 
+def mid_feature_maps(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) maps halfway up, where a pupil's position, a tear or a hand on a cheek still has
+    cells of its own: LightNet's third block before its pool (128 channels at S/4); a torchvision
+    ResNet's layer2 (128 channels)."""
+    if hasattr(backbone, "features"):
+        return backbone.features[:11](x)    # (conv, bn, relu, pool) x 2, then the third conv-bn-relu
+    b = backbone
+    x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+    return b.layer2(b.layer1(x))
+
+
 def resnet18_small(embedding_dim: int = 64) -> nn.Module:
     """torchvision ResNet18 for small grayscale faces: 3x3 stride-1 stem, no max-pool."""
     from torchvision.models import resnet18

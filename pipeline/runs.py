@@ -42,6 +42,7 @@ ITEMS_TABLE = "items.parquet"                         # one row per image
 IMAGES_ARRAY = "images.npy"                           # (N, S, S) uint8
 EMBEDDINGS_ARRAY = "embeddings.npy"                   # (N, D) float32
 FEATURES_ARRAY = "features.npy"                       # the backbone's pooled feature maps
+MID_FEATURES_ARRAY = "features_mid.npy"               # the same halfway up (the expression facet's)
 CLASS_MEANS_ARRAY = "class_means.npy"                 # (C, D) float32
 METRICS_JSON = "metrics.json"
 CROSSFIT_POSTERIOR = "crossfit_posterior.npy"         # (N, C), train --crossfit K

@@ -319,8 +319,12 @@ def test_sub_classes_of_a_run_without_votes_come_from_the_images(tmp_path):
     run = train(cfg, tmp_path / "run", quiet=True)
     assert not [c for c in run.items().columns if c.startswith("vote_")]
     assert run.array("features.npy").shape[0] == 320
+    mid = run.array("features_mid.npy")
+    assert mid.shape == (320, 128) and np.isfinite(mid.astype(np.float32)).all()
+    assert not np.allclose(mid, run.array("features.npy"))           # another layer, not a copy
     out = A.analyze(run.path, maps=())
     js = open_run(run.path).json("analysis/subclasses.json")
+    assert "mid-level" in js["facets"][0]["about"] and "mid-level" not in js["facets"][1]["about"]
     assert js["primary"] == "expression" and "crowd" not in [f["name"] for f in js["facets"]]
     assert [f["name"] for f in js["facets"]] == ["expression", "look", "look_embedding"]
     assert all("feature maps" in f["about"] for f in js["facets"][:2])

@@ -153,7 +153,7 @@ def test_every_artifact_damaged_is_named_in_one_line_and_nothing_is_touched(work
         for p, b in pristine.items():
             if not (work / p).exists() or (work / p).read_bytes() != b:
                 (work / p).write_bytes(b)
-    assert len(results) == 3 * (1 + 20) + 1      # manifest + 20 artifacts (features.npy, mean images, outliers, duplicates), x 3; schema
+    assert len(results) == 3 * (1 + 21) + 1      # manifest + 21 artifacts (features.npy, features_mid.npy, mean images, outliers, duplicates), x 3; schema
     print(f"\n{len(results)} damaged runs, every one refused naming the file:")
     for name, mode, msg in results:
         print(f"  {mode:12} {name:38} {msg[:150]}")
