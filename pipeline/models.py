@@ -35,13 +35,7 @@ class LightNet(nn.Module):
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def feature_maps(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) maps before the global pool: LightNet's ``features``; a torchvision ResNet's layer4."""
-    if hasattr(backbone, "features"):
-        return backbone.features(x)
-    b = backbone
-    x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-    return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+_LIGHT_MID = 11   # LightNet.features[:11]: (conv, bn, relu, pool) x 2, then the third conv-bn-relu
 
 
 def mid_feature_maps(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -49,10 +43,17 @@ def mid_feature_maps(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     cells of its own: LightNet's third block before its pool (128 channels at S/4); a torchvision
     ResNet's layer2 (128 channels)."""
     if hasattr(backbone, "features"):
-        return backbone.features[:11](x)    # (conv, bn, relu, pool) x 2, then the third conv-bn-relu
+        return backbone.features[:_LIGHT_MID](x)
     b = backbone
-    x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-    return b.layer2(b.layer1(x))
+    return b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x))))))
+
+
+def maps_after_mid(backbone: nn.Module, mid: torch.Tensor) -> torch.Tensor:
+    """The maps before the global pool (LightNet's ``features``; a ResNet's layer4), from the
+    mid-level ones: one forward pass gives both."""
+    if hasattr(backbone, "features"):
+        return backbone.features[_LIGHT_MID:](mid)
+    return backbone.layer4(backbone.layer3(mid))
 
 
 def resnet18_small(embedding_dim: int = 64) -> nn.Module:

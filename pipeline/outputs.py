@@ -8,7 +8,7 @@ import torch
 from . import metrics as M
 from .config import RunConfig
 from .distributed import NullRun, embed_sharded
-from .embed import backbone_features
+from .embed import backbone_feature_levels
 from .errors import TrainingError
 from .runs import (CLASS_MEANS_ARRAY, EMBEDDINGS_ARRAY, FEATURES_ARRAY, IMAGES_ARRAY, ITEMS_TABLE, METRICS_JSON,
                    MID_FEATURES_ARRAY, Run)
@@ -74,9 +74,10 @@ def write_outputs(run: Run, ds: Dataset, model: torch.nn.Module, cfg: RunConfig,
     run.put_array(IMAGES_ARRAY, ds.images)
     run.put_array(EMBEDDINGS_ARRAY, z)
     # the backbone's pooled feature maps: what analyze finds sub-classes on (pipeline.embed)
-    for name, level in ((FEATURES_ARRAY, "last"), (MID_FEATURES_ARRAY, "mid")):
-        run.put_array(name, backbone_features(model, ds.images, fit_rows=np.flatnonzero(tr), device=dev,
-                                              seed=cfg.train.seed, level=level))
+    feats = backbone_feature_levels(model, ds.images, fit_rows=np.flatnonzero(tr), device=dev, seed=cfg.train.seed,
+                                    levels=("last", "mid"))
+    run.put_array(FEATURES_ARRAY, feats["last"])
+    run.put_array(MID_FEATURES_ARRAY, feats["mid"])
     run.put_array(CLASS_MEANS_ARRAY, mu)
     run.put_table(ITEMS_TABLE, items)
     old = run.json(METRICS_JSON) if run.has(METRICS_JSON) else {}
