@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import one_line
-from .base import FERPLUS_CLASSES, MAX_IMAGE_PIXELS, DataError, Dataset, check_under_roots, decode_image, safe_join
+from .base import (FERPLUS_CLASSES, MAX_IMAGE_PIXELS, DataError, Dataset, check_pixels, check_under_roots,
+                   decode_image, safe_join)
 from .folder import build_dataset, decode_many, hash_split, open_file
 
 COLUMNS = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
@@ -93,6 +94,7 @@ def _decode_crop(path: str, box: tuple[int, int, int, int] | None, size: int) ->
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                check_pixels(im, path)
                 im.load()
                 x, y, w, h = box
                 x0, y0 = max(0, x), max(0, y)

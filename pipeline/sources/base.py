@@ -175,6 +175,16 @@ def safe_join(base: Path, rel: str) -> Path:
     return p
 
 
+def check_pixels(im, name: str) -> None:
+    """Refuse an opened (header-only) image over :data:`MAX_IMAGE_PIXELS` before it is decoded.
+    PIL's own guard is a warning that only ``warnings.catch_warnings`` turns into an error, and that
+    context is not thread-safe: with images decoded on several threads, one thread leaving it restored
+    the filters of another, and a 9,000 x 9,000 bomb was decoded now and then."""
+    if im.width * im.height > MAX_IMAGE_PIXELS:
+        raise DataError(f"{name}: image too large ({im.width}x{im.height} is over {MAX_IMAGE_PIXELS:,} pixels; "
+                        "decompression-bomb guard)")
+
+
 def decode_image(data_or_path, size: int) -> np.ndarray:
     """Open one image (a path or bytes), convert to 8-bit grayscale, resize to (size, size).
 
@@ -192,6 +202,7 @@ def decode_image(data_or_path, size: int) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             src = io.BytesIO(data_or_path) if isinstance(data_or_path, (bytes, bytearray)) else data_or_path
             with Image.open(src) as im:
+                check_pixels(im, name)
                 im.load()
                 if im.width < 1 or im.height < 1:
                     raise DataError(f"{name}: empty image")
