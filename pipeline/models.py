@@ -96,7 +96,8 @@ class Embedder(nn.Module):
         b = self.backbone
         proj = None
         if with_instance and self.instance_head is not None:
-            h = torch.flatten(b.pool(b.features(x)) if isinstance(b, LightNet) else b.avgpool(feature_maps(b, x)), 1)
+            pool = b.pool if isinstance(b, LightNet) else b.avgpool
+            h = torch.flatten(pool(maps_after_mid(b, mid_feature_maps(b, x))), 1)
             z = b.head(h) if isinstance(b, LightNet) else b.fc(h)
             proj = self.instance_head(h)
         else:

@@ -197,3 +197,20 @@ def test_training_step_with_the_instance_term_updates_backbone_and_head():
     # the embedding is still what the model returns by default (analysis never sees the projection)
     with torch.no_grad():
         assert model(x[:4].float()[:, None] / 255).shape == (4, cfg.model.embedding_dim)
+
+
+@pytest.mark.parametrize("backbone", ["light", "resnet18"])
+def test_the_instance_projection_reads_the_same_pooled_features_as_the_embedding(backbone):
+    """with_instance=True returns the embedding the plain forward returns (same pooled maps through
+    the same head) and a projection of them, for both backbones."""
+    from pipeline.config import ModelConfig
+    from pipeline.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone=backbone, embedding_dim=16), num_classes=8, loss_name="sgm",
+                        instance=True).eval()
+    x = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        z, proj = model(x, with_instance=True)
+        assert torch.allclose(z, model(x), atol=1e-5)
+    assert z.shape == (3, 16) and proj.shape[0] == 3 and torch.isfinite(proj).all()
