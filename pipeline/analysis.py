@@ -278,26 +278,41 @@ FACET_DIMS = {"features": {"expression": 5, "look": 8}, "embedding": {"expressio
 def image_facets(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray, max_components: int,
                  min_per_subclass: int, seed: int, topk: int, features: np.ndarray | None = None,
                  mid_features: np.ndarray | None = None) -> list[hier.Facet]:
-    """The two sub-class facets found from the images alone (no votes, no ground truth):
-    "expression" (each class's own directions) and "look" (appearance shared across classes), fit on
-    ``features`` (N, F), the backbone's pooled feature maps training stores, or on ``z`` without them;
-    the expression facet on ``mid_features`` (the maps halfway up) when given. All are described
-    (means, medoids) in ``z``."""
+    """The sub-class facets found from the images alone (no votes, no ground truth):
+    "look" (appearance shared across classes: one mixture over every class's deviations) and
+    "expression" (each class's own directions), fit on ``features`` (N, F), the backbone's pooled
+    feature maps training stores, or on ``z`` without them. With the features, the expression facet
+    reads both feature levels (``mid_features``, the maps halfway up, when given, and the last),
+    each image compared with the images of its class that share its look (:func:`hier.look_residuals`
+    on the look mixture's posteriors), so glasses or a baby's face do not split a class that the
+    look facet already splits by them. All are described (means, medoids) in ``z``. Returned in
+    display order: expression, look, then look_embedding (with the features)."""
     kind = "features" if features is not None else "embedding"
     x = np.asarray(features if features is not None else z, dtype=np.float32)
     dims = FACET_DIMS[kind]
     on = "the backbone's pooled feature maps" if kind == "features" else "the embedding"
-    xe, on_e = x, on
-    if mid_features is not None:
-        xe, on_e = np.asarray(mid_features, dtype=np.float32), "the backbone's mid-level feature maps (4x4 cells)"
-    fe = hier.class_specific_features(xe, labels, fit_mask=fit_mask, dims=dims["expression"])
+    fl = hier.shared_features(x, labels, fit_mask=fit_mask, dims=dims["look"])
+    mix = hier.shared_mixture(fl, fit_mask=fit_mask, min_per_subclass=min_per_subclass, seed=seed)
+    look = hier.fit_shared(z, labels, fl, fit_mask=fit_mask, min_per_subclass=min_per_subclass, seed=seed,
+                           topk=topk, mixture=mix)
+    if kind == "features":
+        levels = [mid_features, x] if mid_features is not None else [x]
+        xe = hier.equal_blocks(levels, fit_mask=fit_mask)
+        fe = hier.class_specific_features(xe, labels, fit_mask=fit_mask, dims=dims["expression"],
+                                          residuals=hier.look_residuals(xe, labels, mix.proba, fit_mask=fit_mask))
+        on_e = ("the backbone's mid-level (4x4 cells) and last feature maps, weighted equally"
+                if mid_features is not None else on)
+        expr_about = (f"per class, the {dims['expression']} directions of {on_e} along which the class varies "
+                      "more than classes vary in general, each image measured against the images of its class "
+                      "that share its look; a mixture per class, k by BIC")
+    else:
+        fe = hier.class_specific_features(x, labels, fit_mask=fit_mask, dims=dims["expression"])
+        expr_about = (f"per class, the {dims['expression']} directions of {on} along which the class varies "
+                      "more than classes vary in general; a mixture per class, k by BIC")
     expr = hier.fit_fast(z, labels, max_components=max_components, min_per_subclass=min_per_subclass,
                          seed=seed, topk=topk, features=fe, features_name="expression", covariance_type="full")
-    fl = hier.shared_features(x, labels, fit_mask=fit_mask, dims=dims["look"])
-    look = hier.fit_shared(z, labels, fl, fit_mask=fit_mask, min_per_subclass=min_per_subclass, seed=seed, topk=topk)
     out = [
-        hier.Facet("expression", expr, about=f"per class, the {dims['expression']} directions of {on_e} along which "
-                   "the class varies more than classes vary in general; a mixture per class, k by BIC"),
+        hier.Facet("expression", expr, about=expr_about),
         hier.Facet("look", look, about=f"one mixture (k by BIC) over every class's deviations from its class "
                    f"mean ({dims['look']} whitened components of {on}): looks that recur across classes"),
     ]

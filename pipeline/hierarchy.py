@@ -288,6 +288,8 @@ LOOK_DIMS = 16             # pooled residual components kept for the look facet
 LOOK_MAX_COMPONENTS = 8    # looks the shared mixture may find (BIC picks fewer)
 LOOK_MAX_FIT = 20000       # rows the shared mixture is fit on (a seeded sample above that)
 LOOK_N_INIT = 1            # EM restarts of the shared mixture (one mixture in all, so restarts are cheap)
+LOOK_SHRINK = 20.0         # rows' worth of pull towards the class mean in look_residuals (10-40 measured
+                           # alike on five synthetic runs; RESULTS.md)
 
 
 @dataclass
@@ -348,7 +350,8 @@ def _pooled_within(r: np.ndarray, labels: np.ndarray, fit: np.ndarray) -> np.nda
 
 
 def class_specific_features(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray | None = None,
-                            dims: int = EXPRESSION_DIMS, ridge: float = 1e-3) -> np.ndarray:
+                            dims: int = EXPRESSION_DIMS, ridge: float = 1e-3,
+                            residuals: np.ndarray | None = None) -> np.ndarray:
     """(N, dims) float32: each row in the coordinates of its own class's most class-specific directions.
 
     For class c, the generalized eigenvectors v of ``S_c v = lambda S_w v`` (S_c: the class's scatter,
@@ -356,12 +359,16 @@ def class_specific_features(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.n
     the largest lambda: directions along which this class spreads more than classes do in general.
     Rows are projected after subtracting their class mean and scaled to unit variance per direction,
     so a mixture with full covariances sees the class's own structure. Fit on ``fit_mask`` rows.
+    ``residuals``: (N, D) deviations to use instead of "row minus its class mean" (e.g.
+    :func:`look_residuals`, which also takes out the looks every class shares).
     """
     from scipy.linalg import eigh
 
     labels = np.asarray(labels)
     fit = np.ones(len(labels), bool) if fit_mask is None else np.asarray(fit_mask, bool)
-    r = class_residuals(z, labels, fit)
+    if residuals is not None and np.shape(residuals)[0] != len(labels):
+        raise ValueError(f"residuals have {np.shape(residuals)[0]} rows for {len(labels)} images")
+    r = class_residuals(z, labels, fit) if residuals is None else np.asarray(residuals, dtype=np.float64)
     sw = _pooled_within(r, labels, fit)
     sw = sw + ridge * max(float(np.trace(sw)) / sw.shape[0], 1e-12) * np.eye(sw.shape[0])
     dims = int(max(1, min(dims, r.shape[1])))
@@ -392,18 +399,25 @@ def shared_features(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray |
     return (r @ v[:, order] / scale).astype(np.float32)
 
 
-def fit_shared(z: np.ndarray, labels: np.ndarray, features: np.ndarray, *, fit_mask: np.ndarray | None = None,
-               max_components: int = LOOK_MAX_COMPONENTS, min_per_subclass: int = 64, seed: int = 0,
-               topk: int = 16, max_fit: int = LOOK_MAX_FIT, n_init: int = LOOK_N_INIT) -> Hierarchy:
-    """One mixture (full covariances, k by minimum BIC up to ``max_components``) over the ``features``
-    of all classes together; a sub-class is (class, component). Inside a class, a component with fewer
-    than Mc / 2 images hands them to their most likely component that has more (smallest first), so
-    every sub-class can be browsed. Returns a :class:`Hierarchy` (mode "shared", described in ``z``)."""
+@dataclass
+class SharedMixture:
+    """The look mixture over all classes: ``proba`` (N, K) every image's posterior over the K
+    components, ``bic`` the [(k, bic), ...] curve k was chosen on."""
+
+    proba: np.ndarray
+    bic: list[tuple[int, float]]
+
+
+def shared_mixture(features: np.ndarray, *, fit_mask: np.ndarray | None = None,
+                   max_components: int = LOOK_MAX_COMPONENTS, min_per_subclass: int = 64, seed: int = 0,
+                   max_fit: int = LOOK_MAX_FIT, n_init: int = LOOK_N_INIT) -> SharedMixture:
+    """One mixture (full covariances, k by minimum BIC up to ``max_components`` and at most one
+    component per Mc fit rows) over the ``features`` (N, F) of all classes together, fit on the
+    ``fit_mask`` rows (a seeded sample of ``max_fit`` above that); every row's posterior."""
     from threadpoolctl import threadpool_limits
 
     f = np.asarray(features, dtype=np.float64)
-    labels = np.asarray(labels)
-    fit = np.ones(len(labels), bool) if fit_mask is None else np.asarray(fit_mask, bool)
+    fit = np.ones(len(f), bool) if fit_mask is None else np.asarray(fit_mask, bool)
     rows = np.flatnonzero(fit)
     rng = np.random.default_rng(seed)
     if len(rows) > max_fit:
@@ -416,7 +430,63 @@ def fit_shared(z: np.ndarray, labels: np.ndarray, features: np.ndarray, *, fit_m
             curve.append((k, bic))
             if bic < best[0]:
                 best = (bic, gm)
-        proba = best[1].predict_proba(f) if best[1] is not None else np.ones((len(labels), 1))
+        proba = best[1].predict_proba(f) if best[1] is not None else np.ones((len(f), 1))
+    return SharedMixture(proba=proba, bic=curve)
+
+
+def look_residuals(x: np.ndarray, labels: np.ndarray, proba: np.ndarray, *, fit_mask: np.ndarray | None = None,
+                   shrink: float = LOOK_SHRINK) -> np.ndarray:
+    """(N, D) float64: every row minus its class's mean *for its look*: for class c and look
+    component k (``proba``: (N, K) posteriors of :func:`shared_mixture`), the class's
+    posterior-weighted mean of its ``fit_mask`` rows in look k, shrunk towards the class mean by
+    ``shrink`` rows' worth (a look a class barely has keeps the class mean); a row subtracts the
+    posterior-weighted sum of those. What is left is how an image differs from the images of its
+    class that look like it (glasses, a baby's face, the light): what the class itself varies in."""
+    x = np.asarray(x, dtype=np.float64)
+    labels = np.asarray(labels)
+    p = np.asarray(proba, dtype=np.float64)
+    if p.shape[0] != len(labels) or x.shape[0] != len(labels):
+        raise ValueError(f"look posteriors ({p.shape[0]} rows) and features ({x.shape[0]}) must match the "
+                         f"{len(labels)} images")
+    fit = np.ones(len(labels), bool) if fit_mask is None else np.asarray(fit_mask, bool)
+    r = np.empty_like(x)
+    for c in np.unique(labels):
+        rows = labels == c
+        src = rows & fit if (rows & fit).any() else rows
+        mu = x[src].mean(0)
+        w = p[src]
+        means = (w.T @ x[src] + shrink * mu) / (w.sum(0)[:, None] + shrink)
+        r[rows] = x[rows] - p[rows] @ means
+    return r
+
+
+def equal_blocks(blocks: Sequence[np.ndarray], *, fit_mask: np.ndarray | None = None) -> np.ndarray:
+    """(N, sum of widths) float32: the feature blocks side by side, each centred and scaled to a
+    mean squared row norm of 1 on the ``fit_mask`` rows, so each weighs the same whatever its width."""
+    out = []
+    for b in blocks:
+        b = np.asarray(b, dtype=np.float64)
+        fit = np.ones(len(b), bool) if fit_mask is None else np.asarray(fit_mask, bool)
+        b = b - b[fit].mean(0)
+        scale = float(np.sqrt((b[fit] ** 2).sum(1).mean()))
+        out.append(b / (scale if scale > 0 else 1.0))
+    return np.concatenate(out, axis=1).astype(np.float32)
+
+
+def fit_shared(z: np.ndarray, labels: np.ndarray, features: np.ndarray, *, fit_mask: np.ndarray | None = None,
+               max_components: int = LOOK_MAX_COMPONENTS, min_per_subclass: int = 64, seed: int = 0,
+               topk: int = 16, max_fit: int = LOOK_MAX_FIT, n_init: int = LOOK_N_INIT,
+               mixture: SharedMixture | None = None) -> Hierarchy:
+    """One mixture (full covariances, k by minimum BIC up to ``max_components``) over the ``features``
+    of all classes together; a sub-class is (class, component). Inside a class, a component with fewer
+    than Mc / 2 images hands them to their most likely component that has more (smallest first), so
+    every sub-class can be browsed. Returns a :class:`Hierarchy` (mode "shared", described in ``z``).
+    ``mixture``: the :func:`shared_mixture` of these features when already fit (it is not refit)."""
+    labels = np.asarray(labels)
+    if mixture is None:
+        mixture = shared_mixture(features, fit_mask=fit_mask, max_components=max_components,
+                                 min_per_subclass=min_per_subclass, seed=seed, max_fit=max_fit, n_init=n_init)
+    proba, curve = mixture.proba, mixture.bic
     K = proba.shape[1]
     sub = np.zeros(len(labels), np.int64)
     for c in np.unique(labels):
