@@ -284,24 +284,33 @@ def image_facets(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray, max
     feature maps training stores, or on ``z`` without them. With the features, the expression facet
     reads both feature levels (``mid_features``, the maps halfway up, when given, and the last),
     each image compared with the images of its class that share its look (:func:`hier.look_residuals`
-    on the look mixture's posteriors), so glasses or a baby's face do not split a class that the
-    look facet already splits by them. All are described (means, medoids) in ``z``. Returned in
+    on the posteriors of a look mixture on the last maps), so glasses or a baby's face do not split a
+    class that the look facet already splits by them; the look facet reads both levels too. All are described (means, medoids) in ``z``. Returned in
     display order: expression, look, then look_embedding (with the features)."""
     kind = "features" if features is not None else "embedding"
     x = np.asarray(features if features is not None else z, dtype=np.float32)
     dims = FACET_DIMS[kind]
     on = "the backbone's pooled feature maps" if kind == "features" else "the embedding"
+    both = kind == "features" and mid_features is not None
+    on_both = "the backbone's mid-level (4x4 cells) and last feature maps, weighted equally"
     fl = hier.shared_features(x, labels, fit_mask=fit_mask, dims=dims["look"])
     mix = hier.shared_mixture(fl, fit_mask=fit_mask, min_per_subclass=min_per_subclass, seed=seed)
-    look = hier.fit_shared(z, labels, fl, fit_mask=fit_mask, min_per_subclass=min_per_subclass, seed=seed,
-                           topk=topk, mixture=mix)
+    xe = hier.equal_blocks([mid_features, x] if both else [x], fit_mask=fit_mask) if kind == "features" else None
+    if both:
+        # The look facet shown reads both levels (glasses are rings around the eyes, a mid-level
+        # pattern: 8 of 8 glasses groups on seven synthetic runs against 2 of 8 on one of them from
+        # the last maps alone); the expression facet keeps the last maps' look mixture, with which
+        # it found more variants (RESULTS.md).
+        fl_look = hier.shared_features(xe, labels, fit_mask=fit_mask, dims=dims["look"])
+        look = hier.fit_shared(z, labels, fl_look, fit_mask=fit_mask, min_per_subclass=min_per_subclass, seed=seed,
+                               topk=topk)
+    else:
+        look = hier.fit_shared(z, labels, fl, fit_mask=fit_mask, min_per_subclass=min_per_subclass, seed=seed,
+                               topk=topk, mixture=mix)
     if kind == "features":
-        levels = [mid_features, x] if mid_features is not None else [x]
-        xe = hier.equal_blocks(levels, fit_mask=fit_mask)
         fe = hier.class_specific_features(xe, labels, fit_mask=fit_mask, dims=dims["expression"],
                                           residuals=hier.look_residuals(xe, labels, mix.proba, fit_mask=fit_mask))
-        on_e = ("the backbone's mid-level (4x4 cells) and last feature maps, weighted equally"
-                if mid_features is not None else on)
+        on_e = on_both if both else on
         expr_about = (f"per class, the {dims['expression']} directions of {on_e} along which the class varies "
                       "more than classes vary in general, each image measured against the images of its class "
                       "that share its look; a mixture per class, k by BIC")
@@ -314,7 +323,8 @@ def image_facets(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray, max
     out = [
         hier.Facet("expression", expr, about=expr_about),
         hier.Facet("look", look, about=f"one mixture (k by BIC) over every class's deviations from its class "
-                   f"mean ({dims['look']} whitened components of {on}): looks that recur across classes"),
+                   f"mean ({dims['look']} whitened components of {on_both if both else on}): looks that recur "
+                   "across classes"),
     ]
     if kind == "features":
         # The same on the embedding: on synthetic faces each of the two mixtures missed a look the other

@@ -324,7 +324,8 @@ def test_sub_classes_of_a_run_without_votes_come_from_the_images(tmp_path):
     assert not np.allclose(mid, run.array("features.npy"))           # another layer, not a copy
     out = A.analyze(run.path, maps=())
     js = open_run(run.path).json("analysis/subclasses.json")
-    assert "mid-level" in js["facets"][0]["about"] and "mid-level" not in js["facets"][1]["about"]
+    assert all("mid-level" in f["about"] for f in js["facets"][:2])          # both levels, both facets
+    assert "share its look" in js["facets"][0]["about"] and "share its look" not in js["facets"][1]["about"]
     assert js["primary"] == "expression" and "crowd" not in [f["name"] for f in js["facets"]]
     assert [f["name"] for f in js["facets"]] == ["expression", "look", "look_embedding"]
     assert all("feature maps" in f["about"] for f in js["facets"][:2])
