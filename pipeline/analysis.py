@@ -285,8 +285,9 @@ def image_facets(z: np.ndarray, labels: np.ndarray, *, fit_mask: np.ndarray, max
     reads both feature levels (``mid_features``, the maps halfway up, when given, and the last),
     each image compared with the images of its class that share its look (:func:`hier.look_residuals`
     on the posteriors of a look mixture on the last maps), so glasses or a baby's face do not split a
-    class that the look facet already splits by them; the look facet reads both levels too. All are described (means, medoids) in ``z``. Returned in
-    display order: expression, look, then look_embedding (with the features)."""
+    class that the look facet already splits by them; the look facet reads both levels too. All are
+    described (means, medoids) in ``z``. Returned in display order: expression, look, then
+    look_embedding (with the features)."""
     kind = "features" if features is not None else "embedding"
     x = np.asarray(features if features is not None else z, dtype=np.float32)
     dims = FACET_DIMS[kind]
