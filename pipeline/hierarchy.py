@@ -277,11 +277,14 @@ def _browsable(gm, zf: np.ndarray, scale: float, min_per_subclass: int) -> np.nd
 #   "look":       appearance every class shares (glasses, a baby's face, lighting, skin): one mixture over
 #                 the pooled within-class residuals of all classes, so a rare look is fit on every class's
 #                 examples of it at once, then read inside each class.
-#   "look_embedding": the same on the embedding instead of the backbone's features.
+#   "look_last":  the same on the backbone's last maps alone, where "look" reads two levels: the looks
+#                 the expression facet is measured against.
+#   "look_embedding": the same on the embedding instead of the backbone's features (runs without
+#                 mid-level features).
 #   "crowd":      :func:`crowd_features`, where the data has votes: how the crowd read it.
 #   "levels":     Algorithm 2 sub-labels stored by training (--levels > 1).
 FACET_TITLES = {"expression": "What varies inside this class", "look": "Look shared across classes",
-                "look_embedding": "Look in the embedding",
+                "look_last": "Look in the last feature maps", "look_embedding": "Look in the embedding",
                 "crowd": "How the crowd read it", "levels": "Algorithm 2 levels (training)"}
 EXPRESSION_DIMS = 3        # per-class directions kept; 3 found the most variants of 1..8 (RESULTS.md)
 LOOK_DIMS = 16             # pooled residual components kept for the look facet

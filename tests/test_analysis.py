@@ -327,7 +327,8 @@ def test_sub_classes_of_a_run_without_votes_come_from_the_images(tmp_path):
     assert all("mid-level" in f["about"] for f in js["facets"][:2])          # both levels, both facets
     assert "share its look" in js["facets"][0]["about"] and "share its look" not in js["facets"][1]["about"]
     assert js["primary"] == "expression" and "crowd" not in [f["name"] for f in js["facets"]]
-    assert [f["name"] for f in js["facets"]] == ["expression", "look", "look_embedding"]
+    assert [f["name"] for f in js["facets"]] == ["expression", "look", "look_last"]
+    assert "last feature maps" in js["facets"][2]["about"] and "mid-level" not in js["facets"][2]["about"]
     assert all("feature maps" in f["about"] for f in js["facets"][:2])
     rec = open_run(run.path).metrics()["subclass"]["recovery"]
     assert set(rec) == {"gt_subclass", "gt_glasses", "gt_baby"}
