@@ -361,3 +361,28 @@ def test_analyze_reports_its_stages_in_the_progress_file(analyzed, tmp_path):
     with pytest.raises(Exception):
         A.analyze(tmp_path / "not-a-run", maps=())
     assert not (tmp_path / "not-a-run").exists()
+
+
+def test_image_facets_by_what_the_run_stores():
+    """Both feature levels: expression, look (two levels), look_last (the looks the expression facet
+    is measured against); the last maps only: expression, look, look_embedding; nothing but the
+    embedding: expression and look. Every facet assigns every row to a sub-class of its own class."""
+    rng = np.random.default_rng(0)
+    n = 600
+    labels = np.repeat(np.arange(3), n // 3)
+    z = (rng.normal(0, 1, (n, 8)) + 4 * np.eye(3, 8)[labels]).astype(np.float32)
+    last = rng.normal(0, 1, (n, 24)).astype(np.float32)
+    mid = rng.normal(0, 1, (n, 32)).astype(np.float32)
+    fit = np.arange(n) % 5 != 0
+    kw = dict(fit_mask=fit, max_components=3, min_per_subclass=32, seed=0, topk=8)
+    cases = {("expression", "look", "look_last"): dict(features=last, mid_features=mid),
+             ("expression", "look", "look_embedding"): dict(features=last),
+             ("expression", "look"): {}}
+    for names, extra in cases.items():
+        facets = A.image_facets(z, labels, **kw, **extra)
+        assert tuple(f.name for f in facets) == names
+        for f in facets:
+            h = f.hierarchy
+            assert len(h.labels) == n and (h.sub_class[h.labels] == labels).all()
+    both = A.image_facets(z, labels, **kw, features=last, mid_features=mid)
+    assert "share its look" in both[0].about and "mid-level" in both[1].about and "mid-level" not in both[2].about
